@@ -1,0 +1,98 @@
+#include "mt_test.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+
+int mt_test_failures = 0;
+int mt_test_passes = 0;
+static mt_rng g_rng = {12345, 0};
+
+void mt_test_check(int ok, const char *file, int line, const char *fmt, ...) {
+    if (ok) {
+        mt_test_passes++;
+        return;
+    }
+    mt_test_failures++;
+    va_list ap;
+    fprintf(stderr, "FAIL %s:%d: ", file, line);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+int mt_test_finish(void) {
+    printf("%d passed, %d failed\n", mt_test_passes, mt_test_failures);
+    return mt_test_failures ? 1 : 0;
+}
+
+void mt_test_seed(uint64_t seed) { mt_rng_init(&g_rng, seed); }
+
+mt_tensor *mt_test_rand(int ndim, const int64_t *shape, float lo, float hi) {
+    mt_tensor *t = mt_tensor_new(MT_F32, ndim, shape, MT_DEVICE_CPU);
+    int64_t n = mt_tensor_numel(t);
+    float *p = MT_F32P(t);
+    for (int64_t i = 0; i < n; i++) p[i] = lo + (hi - lo) * (float)mt_rng_uniform(&g_rng);
+    return t;
+}
+
+mt_tensor *mt_test_randn(int ndim, const int64_t *shape) {
+    mt_tensor *t = mt_tensor_new(MT_F32, ndim, shape, MT_DEVICE_CPU);
+    int64_t n = mt_tensor_numel(t);
+    float *p = MT_F32P(t);
+    for (int64_t i = 0; i < n; i++) p[i] = (float)mt_rng_normal(&g_rng);
+    return t;
+}
+
+double *mt_test_to_f64(const mt_tensor *t) {
+    int64_t n = mt_tensor_numel(t);
+    double *d = malloc(sizeof(double) * (size_t)(n ? n : 1));
+    mt_tensor_to_f64_array(t, d);
+    return d;
+}
+
+int mt_test_allclose(const mt_tensor *t, const double *ref, double atol, double rtol,
+                     const char *what) {
+    int64_t n = mt_tensor_numel(t);
+    double *v = mt_test_to_f64(t);
+    double worst = 0;
+    int64_t wi = -1;
+    for (int64_t i = 0; i < n; i++) {
+        double err = fabs(v[i] - ref[i]) / (atol + rtol * fabs(ref[i]));
+        if (!(err <= worst)) { /* also catches NaN */
+            worst = isnan(err) ? INFINITY : err;
+            wi = i;
+        }
+    }
+    int ok = worst <= 1.0;
+    if (!ok)
+        mt_test_check(0, __FILE__, __LINE__, "%s: element %lld = %.9g, reference %.9g (atol %g rtol %g)",
+                      what, (long long)wi, v[wi], ref[wi], atol, rtol);
+    else
+        mt_test_passes++;
+    free(v);
+    return ok;
+}
+
+int mt_test_allclose_t(const mt_tensor *a, const mt_tensor *b, double atol, double rtol,
+                       const char *what) {
+    if (mt_tensor_numel(a) != mt_tensor_numel(b)) {
+        mt_test_check(0, __FILE__, __LINE__, "%s: element counts differ", what);
+        return 0;
+    }
+    double *r = mt_test_to_f64(b);
+    int ok = mt_test_allclose(a, r, atol, rtol, what);
+    free(r);
+    return ok;
+}
+
+void mt_test_gradcheck(const char *what, mt_gradcheck_fn f, void *ctx, int n, mt_tensor **inputs,
+                       double eps, double atol, double rtol) {
+    mt_gradcheck_opts o = {0};
+    o.eps = eps;
+    o.atol = atol;
+    o.rtol = rtol;
+    o.seed = 7;
+    int ok = mt_gradcheck(f, ctx, n, inputs, &o);
+    mt_test_check(ok, __FILE__, __LINE__, "gradcheck %s", what);
+}

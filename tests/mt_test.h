@@ -1,0 +1,48 @@
+/* Minimal test support: checks that count failures, random tensors, and
+ * comparisons against double-precision references. A test's main() returns
+ * mt_test_finish(): non-zero if any check failed, and prints
+ * "N passed, M failed". Tests that need a GPU return MT_TEST_SKIP (77). */
+#ifndef MT_TEST_H
+#define MT_TEST_H
+
+#include <math.h>
+#include <stdio.h>
+
+#include "autograd/ops.h"
+#include "core/rng.h"
+#include "core/tensor.h"
+
+#define MT_TEST_SKIP 77
+
+extern int mt_test_failures;
+extern int mt_test_passes;
+
+void mt_test_check(int ok, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+#define CHECK(cond) mt_test_check(!!(cond), __FILE__, __LINE__, "%s", #cond)
+#define CHECK_MSG(cond, ...) mt_test_check(!!(cond), __FILE__, __LINE__, __VA_ARGS__)
+#define CHECK_NEAR(a, b, tol)                                                            \
+    mt_test_check(fabs((double)(a) - (double)(b)) <= (tol), __FILE__, __LINE__,           \
+                  "%s = %.9g vs %s = %.9g (tol %g)", #a, (double)(a), #b, (double)(b),   \
+                  (double)(tol))
+
+/* Prints the summary line and returns the exit status. */
+int mt_test_finish(void);
+
+/* Random f32 CPU tensor, uniform in [lo, hi), from a fixed test stream. */
+mt_tensor *mt_test_rand(int ndim, const int64_t *shape, float lo, float hi);
+mt_tensor *mt_test_randn(int ndim, const int64_t *shape);
+void mt_test_seed(uint64_t seed);
+/* Max |t - ref| / (atol + rtol |ref|) <= 1 over all elements; reports the worst. */
+int mt_test_allclose(const mt_tensor *t, const double *ref, double atol, double rtol,
+                     const char *what);
+int mt_test_allclose_t(const mt_tensor *a, const mt_tensor *b, double atol, double rtol,
+                       const char *what);
+/* Logical contents as a malloc'd double array (caller frees). */
+double *mt_test_to_f64(const mt_tensor *t);
+
+/* gradcheck with test defaults, counting a check. */
+void mt_test_gradcheck(const char *what, mt_gradcheck_fn f, void *ctx, int n, mt_tensor **inputs,
+                       double eps, double atol, double rtol);
+
+#endif
