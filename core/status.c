@@ -14,13 +14,19 @@ mt_status mt_error_set(mt_status code, const char *fmt, ...) {
 }
 
 mt_status mt_error_prefix(mt_status code, const char *fmt, ...) {
-    char prefix[1024], old[2048];
+    char prefix[1024], old[sizeof g_msg];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     snprintf(old, sizeof old, "%s", g_msg);
-    snprintf(g_msg, sizeof g_msg, "%s%s", prefix, old);
+    size_t np = strlen(prefix);
+    if (np >= sizeof g_msg) np = sizeof g_msg - 1;
+    memcpy(g_msg, prefix, np);
+    size_t no = strlen(old);
+    if (np + no >= sizeof g_msg) no = sizeof g_msg - 1 - np;
+    memcpy(g_msg + np, old, no);
+    g_msg[np + no] = 0;
     return code;
 }
 

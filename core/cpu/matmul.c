@@ -1,0 +1,110 @@
+/* CPU matrix multiply (contract in core/backend.h):
+ *   c (B, M, N) <- alpha * op(a) @ op(b) + beta * c
+ * through oneDNN's sgemm (dnnl_sgemm, row-major, threaded with OpenMP).
+ *
+ * Why oneDNN and not OpenBLAS: Debian's OpenBLAS 0.3.21 does not recognise
+ * this CPU family (AMD family 26) and falls back to its Haswell (AVX2)
+ * kernels, reaching about half the throughput of oneDNN's AVX-512 sgemm on
+ * every shape measured (experiments/bench_conv.c, RESULTS.md). Using oneDNN
+ * for both conv and gemm also keeps one thread pool (OpenMP) on the hot path.
+ * OpenBLAS stays available for other users; mt_cpu_blas_set_num_threads sets
+ * its thread count.
+ *
+ * Batches: a batch stride of 0 in a or b broadcasts it. Small per-batch
+ * products run in parallel over the batch (each sgemm then single-threaded:
+ * oneDNN runs sequentially inside an OpenMP parallel region); large ones run
+ * one after another, each threaded. c is written (=) when beta == 0 (never
+ * read, NaNs in it do not propagate), else accumulated.
+ */
+#include <cblas.h>
+#include <dnnl.h>
+#include <omp.h>
+#include <string.h>
+
+#include "core/backend.h"
+#include "core/cpu/cpu_kernels.h"
+
+void mt_cpu_blas_set_num_threads(int n) {
+    if (n >= 1) openblas_set_num_threads(n);
+}
+
+/* Products below this many flops per batch item are parallelised over the
+ * batch instead of inside sgemm. */
+#define GEMM_BATCH_PARALLEL_FLOPS (1 << 22)
+
+typedef struct {
+    int64_t batch, rows, cols; /* stored (row-major) matrix, before op() */
+    int64_t bstride, ld;
+} gemm_operand;
+
+static void operand_init(gemm_operand *o, const mt_tensor *t, const char *name) {
+    char buf[96];
+    MT_CHECK_MSG(t->ndim == 2 || t->ndim == 3, "gemm: %s must be 2-D or 3-D, got %s", name,
+                 mt_tensor_shape_str(t, buf, sizeof buf));
+    int nd = t->ndim;
+    o->batch = nd == 3 ? t->shape[0] : 1;
+    o->bstride = nd == 3 ? t->strides[0] : 0;
+    if (o->batch == 1) o->bstride = 0;
+    o->rows = t->shape[nd - 2];
+    o->cols = t->shape[nd - 1];
+    o->ld = o->rows == 1 ? (o->cols > 0 ? o->cols : 1) : t->strides[nd - 2];
+    MT_CHECK_MSG((o->cols <= 1 || t->strides[nd - 1] == 1) && o->ld >= o->cols && o->ld >= 1,
+                 "gemm: %s %s must have contiguous rows", name,
+                 mt_tensor_shape_str(t, buf, sizeof buf));
+}
+
+static void sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                  int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+    if (k == 0 || alpha == 0.0f) { /* c <- beta * c (beta == 0: zeros, c not read) */
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+        return;
+    }
+    dnnl_status_t s = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, alpha, a, lda, b, ldb,
+                                 beta, c, ldc);
+    MT_CHECK_MSG(s == dnnl_success, "gemm: dnnl_sgemm failed (status %d) for M %lld N %lld K %lld",
+                 (int)s, (long long)m, (long long)n, (long long)k);
+}
+
+void mt_cpu_gemm(mt_tensor *c, const mt_tensor *a, const mt_tensor *b, int trans_a, int trans_b,
+                 float alpha, float beta) {
+    MT_KERNEL_DTYPE_CHECK("gemm", a, MT_F32);
+    MT_KERNEL_DTYPE_CHECK("gemm", b, MT_F32);
+    MT_KERNEL_DTYPE_CHECK("gemm", c, MT_F32);
+    gemm_operand oa, ob, oc;
+    operand_init(&oa, a, "a");
+    operand_init(&ob, b, "b");
+    operand_init(&oc, c, "c");
+    int64_t m = trans_a ? oa.cols : oa.rows, k = trans_a ? oa.rows : oa.cols;
+    int64_t kb = trans_b ? ob.cols : ob.rows, n = trans_b ? ob.rows : ob.cols;
+    int64_t nb = oc.batch;
+    char sa[96], sb[96], sc[96];
+    MT_CHECK_MSG(k == kb && oc.rows == m && oc.cols == n && (oa.batch == nb || oa.batch == 1) &&
+                     (ob.batch == nb || ob.batch == 1) &&
+                     (nb == 1 || oc.bstride >= oc.rows * oc.ld),
+                 "gemm: shapes a %s%s, b %s%s, c %s do not match",
+                 mt_tensor_shape_str(a, sa, sizeof sa), trans_a ? "^T" : "",
+                 mt_tensor_shape_str(b, sb, sizeof sb), trans_b ? "^T" : "",
+                 mt_tensor_shape_str(c, sc, sizeof sc));
+    if (nb == 0 || m == 0 || n == 0) return;
+    const float *pa = MT_F32P(a), *pb = MT_F32P(b);
+    float *pc = MT_F32P(c);
+    /* b broadcast over a batch stored contiguously (no transpose of a):
+     * one product with the batch folded into the rows. */
+    if (nb > 1 && ob.bstride == 0 && oa.bstride == oa.rows * oa.ld && !trans_a &&
+        oc.bstride == oc.rows * oc.ld && oa.ld == oa.cols && oc.ld == oc.cols) {
+        sgemm(0, trans_b, nb * m, n, k, alpha, pa, oa.ld, pb, ob.ld, beta, pc, oc.ld);
+        return;
+    }
+    double flops = 2.0 * (double)m * (double)n * (double)k;
+    if (nb > 1 && flops < GEMM_BATCH_PARALLEL_FLOPS) {
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < nb; i++)
+            sgemm(trans_a, trans_b, m, n, k, alpha, pa + i * oa.bstride, oa.ld, pb + i * ob.bstride,
+                  ob.ld, beta, pc + i * oc.bstride, oc.ld);
+    } else {
+        for (int64_t i = 0; i < nb; i++)
+            sgemm(trans_a, trans_b, m, n, k, alpha, pa + i * oa.bstride, oa.ld, pb + i * ob.bstride,
+                  ob.ld, beta, pc + i * oc.bstride, oc.ld);
+    }
+}

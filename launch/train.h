@@ -1,0 +1,24 @@
+/* The training loop (launch/train.c), called by the CLI's train action. */
+#ifndef MT_TRAIN_H
+#define MT_TRAIN_H
+
+#include "core/status.h"
+#include "launch/config.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Trains the model described by the resolved, schema-checked config `cfg`.
+ * resume_path: NULL for a fresh run, otherwise the path of an existing
+ * checkpoint file (.safetensors) that the CLI already resolved (see
+ * mt_rundir_resolve_resume in launch/fsutil.h); training continues from it.
+ * User-caused problems (semantic config errors via mt_config_error, data,
+ * files) return a status with a message; MT_ERR_CONFIG makes the CLI exit 2,
+ * any other error 1. */
+mt_status mt_train_run(const mt_config *cfg, const char *resume_path);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Installs the dependencies, builds medtrain into build/ and runs the test
+# suite with CTest (without tests labelled `slow` unless --all is given).
+# Then builds the bad-input tests (test_config, test_safetensors, test_cli,
+# test_checkpoint: those present) with AddressSanitizer + UBSan into
+# build-asan/ and runs them again. Exits non-zero if anything fails.
+#
+#   bash scripts/test.sh [--all] [--no-asan]
+#
+# MT_TEST_JOBS: tests run in parallel by CTest (default 1).
+set -euo pipefail
+self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
+cd "$(dirname "$0")/.."
+
+all=0
+asan=1
+for arg in "$@"; do
+    case "$arg" in
+        --all) all=1 ;;
+        --no-asan) asan=0 ;;
+        -h | --help)
+            sed -n '2,10p' "$self" | sed 's/^# \{0,1\}//'
+            exit 0
+            ;;
+        *)
+            echo "test.sh: unknown argument '$arg' (try --help)" >&2
+            exit 2
+            ;;
+    esac
+done
+
+bash scripts/install_deps.sh
+bash scripts/build.sh
+
+jobs=${MT_TEST_JOBS:-1}
+status=0
+summary_main="(not run)"
+summary_asan="(not run)"
+
+# Last "N% tests passed, ..." line of a ctest log.
+ctest_summary() {
+    grep -E '^[0-9]+% tests passed' "$1" | tail -n 1 || true
+}
+
+select=(-LE slow)
+what="all tests except those labelled slow"
+if ((all)); then
+    select=()
+    what="all tests"
+fi
+echo "== ctest, build/: ${what} =="
+if ! ctest --test-dir build --output-on-failure --no-tests=error -j "$jobs" "${select[@]}" 2>&1 |
+    tee build/ctest.log; then
+    status=1
+fi
+summary_main=$(ctest_summary build/ctest.log)
+
+if ((asan)); then
+    asan_tests=()
+    for t in test_config test_safetensors test_cli test_checkpoint; do
+        if [[ -f tests/$t.c ]]; then
+            asan_tests+=("$t")
+        fi
+    done
+    if ((${#asan_tests[@]} == 0)); then
+        summary_asan="(no bad-input tests present)"
+    else
+        echo "== AddressSanitizer + UBSan: ${asan_tests[*]} (build-asan/) =="
+        regex="^($(
+            IFS='|'
+            echo "${asan_tests[*]}"
+        ))\$"
+        if cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMT_ASAN=ON >/dev/null &&
+            cmake --build build-asan -j"$(nproc)" --target medtrain "${asan_tests[@]}"; then
+            export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
+            export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+            if ! ctest --test-dir build-asan --output-on-failure --no-tests=error -j "$jobs" -R "$regex" -L 'unit|integration' \
+                2>&1 | tee build-asan/ctest.log; then
+                status=1
+            fi
+            summary_asan=$(ctest_summary build-asan/ctest.log)
+        else
+            echo "test.sh: the AddressSanitizer build failed" >&2
+            summary_asan="(build failed)"
+            status=1
+        fi
+    fi
+fi
+
+echo "== summary =="
+if ((asan)); then
+    echo "asan (bad-input tests): ${summary_asan}"
+fi
+echo "${summary_main:-(no ctest summary: see build/ctest.log)}"
+exit "$status"
