@@ -1,6 +1,7 @@
 /* CPU conv3d / sgemm benchmark (issue 2).
  *
- *   bench_conv [--reps N] [--json FILE] [--quick]
+ *   bench_conv [--rounds R] [--reps N] [--json FILE] [--no-sgemm]
+ *              [--impls lib,plain,v2c] [--shapes 0,1,..]
  *
  * 1. This machine's sgemm GFLOP/s: large square sgemm (2 threads unless
  *    OMP_NUM_THREADS / OPENBLAS_NUM_THREADS say otherwise) through OpenBLAS
@@ -12,7 +13,9 @@
  *      plain  oneDNN primitives on the plain layouts (ncdhw / oidhw), no
  *             reorders (the alternative kept here for the record);
  *      v2c    vol2col / col2vol + dnnl_sgemm (the other alternative).
- *    Each timing is the best of several repetitions (the machine is shared).
+ *    Each number is the best over R rounds of N repetitions, the rounds
+ *    interleaved over all cases so that a stretch of load from other users of
+ *    the (shared) machine does not spoil one case's every repetition.
  * --json writes the lib numbers for experiments/bench_conv_torch.py.
  *
  * FLOPs per pass = 2 * N * Cout * oD*oH*oW * Cin/groups * kD*kH*kW (the same
@@ -41,19 +44,17 @@ static double now(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-static int g_reps = 5;
-static double g_min_time = 0.3; /* keep repeating until this many seconds */
+static int g_reps = 3;
 
-/* Best time of fn(ctx) over at least g_reps runs after one warm-up run. */
+/* Best time of fn(ctx) over g_reps runs after one warm-up run. */
 static double best_time(void (*fn)(void *), void *ctx) {
     fn(ctx);
-    double best = 1e30, start = now();
-    for (int r = 0; r < g_reps || now() - start < g_min_time; r++) {
+    double best = 1e30;
+    for (int r = 0; r < g_reps; r++) {
         double t = now();
         fn(ctx);
         t = now() - t;
         if (t < best) best = t;
-        if (r > 50) break;
     }
     return best;
 }
@@ -110,6 +111,8 @@ static const shape g_shapes[] = {
     /* conv_transpose3d 64 -> 32, k2 s2, 20x28x20 -> 40x56x40: its adjoint
      * conv maps x (32 @ 40x56x40) to y (64 @ 20x28x20) */
     {"up T 64->32 k2 s2", 1, 2, 32, 64, {40, 56, 40}, 2, 2, 0},
+    /* the segmentation head: 1x1x1 conv to 3 classes */
+    {"head 32->3 k1", 0, 2, 32, 3, {40, 56, 40}, 1, 1, 0},
 };
 
 typedef struct {
@@ -318,24 +321,73 @@ static void v2c_run(void *v) {
 
 /* ------------------------------------------------------------------ main */
 
-typedef struct {
-    const char *shape, *pass, *impl;
-    double ms, gflops;
-} result;
+static int selected(const char *list, const char *item) {
+    if (!list) return 1;
+    size_t n = strlen(item);
+    for (const char *q = list; *q;) {
+        size_t len = strcspn(q, ",");
+        if (len == n && !strncmp(q, item, len)) return 1;
+        q += len + (q[len] == ',');
+    }
+    return 0;
+}
+
+static void prob_init(prob *p, const shape *s) {
+    memset(p, 0, sizeof *p);
+    p->s = s;
+    for (int j = 0; j < 3; j++) p->out[j] = (s->in[j] + 2 * s->pad - s->k) / s->stride + 1;
+    p->p = mt_conv_params_make(s->stride, s->pad, 1, 1);
+    p->x = mt_tensor_new(MT_F32, MT_SHAPE(s->n, s->cin, s->in[0], s->in[1], s->in[2]), MT_DEVICE_CPU);
+    p->dx = mt_tensor_new_like(p->x);
+    p->w = mt_tensor_new(MT_F32, MT_SHAPE(s->cout, s->cin, s->k, s->k, s->k), MT_DEVICE_CPU);
+    p->dw = mt_tensor_new_like(p->w);
+    p->y = mt_tensor_new(MT_F32, MT_SHAPE(s->n, s->cout, p->out[0], p->out[1], p->out[2]), MT_DEVICE_CPU);
+    p->dy = mt_tensor_new_like(p->y);
+    fill_rand(MT_F32P(p->x), mt_tensor_numel(p->x), 3);
+    fill_rand(MT_F32P(p->w), mt_tensor_numel(p->w), 4);
+    fill_rand(MT_F32P(p->dy), mt_tensor_numel(p->dy), 5);
+    printf("%s: x (%d, %d, %d, %d, %d) -> y (%d, %d, %d, %d, %d), %.3f GFLOP per pass\n", s->name,
+           s->n, s->cin, s->in[0], s->in[1], s->in[2], s->n, s->cout, p->out[0], p->out[1],
+           p->out[2], prob_flops(p) / 1e9);
+    plain_init(p);
+    int64_t ohw = (int64_t)p->out[1] * p->out[2], rows = (int64_t)s->cin * s->k * s->k * s->k;
+    p->chunk = (int)((8ll << 20) / (rows * ohw)); /* ~32 MB column buffer */
+    if (p->chunk < 1) p->chunk = 1;
+    if (p->chunk > p->out[0]) p->chunk = p->out[0];
+    p->col = malloc(sizeof(float) * rows * p->chunk * ohw);
+}
+
+static void prob_free(prob *p) {
+    free(p->col);
+    for (int k = 0; k < 3; k++) dnnl_primitive_destroy(p->prim[k]);
+    dnnl_memory_destroy(p->msrc);
+    dnnl_memory_destroy(p->mwei);
+    dnnl_memory_destroy(p->mdst);
+    dnnl_stream_destroy(p->strm);
+    dnnl_engine_destroy(p->eng);
+    mt_tensor *rel[] = {p->x, p->dx, p->w, p->dw, p->y, p->dy};
+    for (int k = 0; k < 6; k++) mt_tensor_release(rel[k]);
+}
 
 int main(int argc, char **argv) {
-    const char *json = NULL;
-    int quick = 0;
+    const char *json = NULL, *impl_sel = "lib,plain,v2c", *shape_sel = NULL;
+    int rounds = 3, no_sgemm = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--reps") && i + 1 < argc) g_reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--rounds") && i + 1 < argc) rounds = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
-        else if (!strcmp(argv[i], "--quick")) quick = 1;
+        else if (!strcmp(argv[i], "--impls") && i + 1 < argc) impl_sel = argv[++i];
+        else if (!strcmp(argv[i], "--shapes") && i + 1 < argc) shape_sel = argv[++i];
+        else if (!strcmp(argv[i], "--no-sgemm")) no_sgemm = 1;
         else {
-            fprintf(stderr, "usage: %s [--reps N] [--json FILE] [--quick]\n", argv[0]);
+            fprintf(stderr,
+                    "usage: %s [--rounds R] [--reps N] [--json FILE] [--no-sgemm] "
+                    "[--impls lib,plain,v2c] [--shapes 0,1,...]\n",
+                    argv[0]);
             return 2;
         }
     }
-    if (quick) g_min_time = 0.0;
+    if (rounds < 1) rounds = 1;
     mt_cpu_set_num_threads(0);
     printf("threads: OpenMP (oneDNN) %d, OpenBLAS %d (core %s), library %d\n",
            omp_get_max_threads(), openblas_get_num_threads(), openblas_get_corename(),
@@ -343,92 +395,99 @@ int main(int argc, char **argv) {
     const dnnl_version_t *ver = dnnl_version();
     printf("oneDNN %d.%d.%d (cpu runtime %s)\n", ver->major, ver->minor, ver->patch,
            ver->cpu_runtime == DNNL_RUNTIME_OMP ? "OpenMP" : "other");
+    printf("best of %d rounds x %d repetitions per number, rounds interleaved over all cases\n\n",
+           rounds, g_reps);
 
-    double sg_ob = 0, sg_dn = 0;
-    int sizes[2] = {2048, 3072};
-    for (int i = 0; i < 2; i++) {
-        double a = measure_sgemm(0, sizes[i]), b = measure_sgemm(1, sizes[i]);
-        printf("sgemm %d^3: OpenBLAS %.1f GFLOP/s, oneDNN %.1f GFLOP/s\n", sizes[i], a, b);
-        if (a > sg_ob) sg_ob = a;
-        if (b > sg_dn) sg_dn = b;
-    }
-    double sg = sg_ob > sg_dn ? sg_ob : sg_dn;
-    printf("machine sgemm (best): %.1f GFLOP/s\n\n", sg);
-
+    enum { NSH = sizeof g_shapes / sizeof *g_shapes };
     static const char *pass_conv[3] = {"fwd", "bwd_data", "bwd_filter"};
-    /* for a transposed shape, conv pass k is op pass tpass[k] */
+    /* for a transposed shape, conv pass k is this pass of the op */
     static const char *pass_tr[3] = {"bwd_data", "fwd", "bwd_filter"};
     static const char *impls[3] = {"lib", "plain", "v2c"};
-    result res[64];
-    int nres = 0;
-    size_t nsh = sizeof g_shapes / sizeof *g_shapes;
-    printf("%-24s %-11s %10s %10s %10s   %s\n", "shape (N=2)", "pass", "lib", "plain", "v2c",
-           "GFLOP/s (ratio lib / sgemm)");
-    for (size_t si = 0; si < nsh; si++) {
-        prob p;
-        memset(&p, 0, sizeof p);
-        p.s = &g_shapes[si];
-        const shape *s = p.s;
-        for (int j = 0; j < 3; j++) p.out[j] = (s->in[j] + 2 * s->pad - s->k) / s->stride + 1;
-        p.p = mt_conv_params_make(s->stride, s->pad, 1, 1);
-        p.x = mt_tensor_new(MT_F32, MT_SHAPE(s->n, s->cin, s->in[0], s->in[1], s->in[2]), MT_DEVICE_CPU);
-        p.dx = mt_tensor_new_like(p.x);
-        p.w = mt_tensor_new(MT_F32, MT_SHAPE(s->cout, s->cin, s->k, s->k, s->k), MT_DEVICE_CPU);
-        p.dw = mt_tensor_new_like(p.w);
-        p.y = mt_tensor_new(MT_F32, MT_SHAPE(s->n, s->cout, p.out[0], p.out[1], p.out[2]), MT_DEVICE_CPU);
-        p.dy = mt_tensor_new_like(p.y);
-        fill_rand(MT_F32P(p.x), mt_tensor_numel(p.x), 3);
-        fill_rand(MT_F32P(p.w), mt_tensor_numel(p.w), 4);
-        fill_rand(MT_F32P(p.dy), mt_tensor_numel(p.dy), 5);
-        printf("%s: x (%d, %d, %d, %d, %d) -> y (%d, %d, %d, %d, %d), %.2f GFLOP per pass\n",
-               s->name, s->n, s->cin, s->in[0], s->in[1], s->in[2], s->n, s->cout, p.out[0],
-               p.out[1], p.out[2], prob_flops(&p) / 1e9);
-        plain_init(&p);
-        int64_t ohw = (int64_t)p.out[1] * p.out[2], rows = (int64_t)s->cin * s->k * s->k * s->k;
-        p.chunk = (int)((8ll << 20) / (rows * ohw)); /* ~32 MB column buffer */
-        if (p.chunk < 1) p.chunk = 1;
-        if (p.chunk > p.out[0]) p.chunk = p.out[0];
-        p.col = malloc(sizeof(float) * rows * p.chunk * ohw);
-        for (int pass = 0; pass < 3; pass++) {
-            p.pass = pass;
-            double gf[3];
-            void (*fns[3])(void *) = {lib_run, plain_run, v2c_run};
-            for (int im = 0; im < 3; im++) {
-                double t = best_time(fns[im], &p);
-                gf[im] = prob_flops(&p) / t / 1e9;
-                if (nres < 64)
-                    res[nres++] = (result){s->name, s->transposed ? pass_tr[pass] : pass_conv[pass],
-                                           impls[im], t * 1e3, gf[im]};
-            }
-            printf("%-24s %-11s %10.1f %10.1f %10.1f   (%.2f)\n", "",
-                   s->transposed ? pass_tr[pass] : pass_conv[pass], gf[0], gf[1], gf[2], gf[0] / sg);
-        }
-        free(p.col);
-        for (int k = 0; k < 3; k++) dnnl_primitive_destroy(p.prim[k]);
-        dnnl_memory_destroy(p.msrc);
-        dnnl_memory_destroy(p.mwei);
-        dnnl_memory_destroy(p.mdst);
-        dnnl_stream_destroy(p.strm);
-        dnnl_engine_destroy(p.eng);
-        mt_tensor *rel[] = {p.x, p.dx, p.w, p.dw, p.y, p.dy};
-        for (int k = 0; k < 6; k++) mt_tensor_release(rel[k]);
+    void (*fns[3])(void *) = {lib_run, plain_run, v2c_run};
+    static prob probs[NSH];
+    int use[NSH];
+    double best[NSH][3][3]; /* seconds */
+    for (int si = 0; si < NSH; si++) {
+        char idx[16];
+        snprintf(idx, sizeof idx, "%d", si);
+        use[si] = selected(shape_sel, idx);
+        if (use[si]) prob_init(&probs[si], &g_shapes[si]);
+        for (int a = 0; a < 3; a++)
+            for (int b = 0; b < 3; b++) best[si][a][b] = 1e30;
     }
+    double sg_ob = 0, sg_dn = 0;
+    const int sizes[2] = {2048, 3072};
+    for (int r = 0; r < rounds; r++) {
+        for (int i = 0; i < 2 && !no_sgemm; i++) {
+            double a = measure_sgemm(0, sizes[i]), b = measure_sgemm(1, sizes[i]);
+            if (a > sg_ob) sg_ob = a;
+            if (b > sg_dn) sg_dn = b;
+        }
+        for (int si = 0; si < NSH; si++) {
+            if (!use[si]) continue;
+            for (int pass = 0; pass < 3; pass++) {
+                probs[si].pass = pass;
+                for (int im = 0; im < 3; im++) {
+                    if (!selected(impl_sel, impls[im])) continue;
+                    double t = best_time(fns[im], &probs[si]);
+                    if (t < best[si][pass][im]) best[si][pass][im] = t;
+                }
+            }
+        }
+        fprintf(stderr, "round %d/%d done\n", r + 1, rounds);
+    }
+    double sg = sg_ob > sg_dn ? sg_ob : sg_dn;
+    if (!no_sgemm)
+        printf("\nsgemm (square 2048 and 3072, best): OpenBLAS %.1f GFLOP/s, oneDNN %.1f GFLOP/s\n"
+               "machine sgemm: %.1f GFLOP/s\n",
+               sg_ob, sg_dn, sg);
+    printf("\nGFLOP/s (ms)\n%-24s %-11s %16s %16s %16s  %s\n", "shape (N=2)", "pass", "lib", "plain",
+           "v2c", "lib / sgemm");
+    FILE *f = NULL;
     if (json) {
-        FILE *f = fopen(json, "w");
+        f = fopen(json, "w");
         if (!f) {
             perror(json);
             return 1;
         }
         fprintf(f, "{\"sgemm_gflops\": %.2f, \"sgemm_openblas_gflops\": %.2f, "
-                   "\"sgemm_onednn_gflops\": %.2f, \"results\": [\n",
+                   "\"sgemm_onednn_gflops\": %.2f, \"results\": [",
                 sg, sg_ob, sg_dn);
-        for (int i = 0; i < nres; i++)
-            fprintf(f, "  {\"shape\": \"%s\", \"pass\": \"%s\", \"impl\": \"%s\", \"ms\": %.4f, "
-                       "\"gflops\": %.2f}%s\n",
-                    res[i].shape, res[i].pass, res[i].impl, res[i].ms, res[i].gflops,
-                    i + 1 < nres ? "," : "");
-        fprintf(f, "]}\n");
+    }
+    int first = 1;
+    for (int si = 0; si < NSH; si++) {
+        if (!use[si]) continue;
+        const shape *s = &g_shapes[si];
+        double fl = prob_flops(&probs[si]);
+        for (int pass = 0; pass < 3; pass++) {
+            const char *pname = s->transposed ? pass_tr[pass] : pass_conv[pass];
+            char cell[3][32];
+            for (int im = 0; im < 3; im++) {
+                double t = best[si][pass][im];
+                if (t >= 1e29) {
+                    snprintf(cell[im], sizeof cell[im], "-");
+                    continue;
+                }
+                snprintf(cell[im], sizeof cell[im], "%.1f (%.2f)", fl / t / 1e9, t * 1e3);
+                if (f) {
+                    fprintf(f, "%s\n  {\"shape\": \"%s\", \"pass\": \"%s\", \"impl\": \"%s\", "
+                               "\"ms\": %.4f, \"gflops\": %.2f}",
+                            first ? "" : ",", s->name, pname, impls[im], t * 1e3, fl / t / 1e9);
+                    first = 0;
+                }
+            }
+            double lib_t = best[si][pass][0];
+            char ratio[16] = "-";
+            if (sg > 0 && lib_t < 1e29) snprintf(ratio, sizeof ratio, "%.2f", fl / lib_t / 1e9 / sg);
+            printf("%-24s %-11s %16s %16s %16s  %s\n", pass == 0 ? s->name : "", pname, cell[0],
+                   cell[1], cell[2], ratio);
+        }
+    }
+    if (f) {
+        fprintf(f, "\n]}\n");
         fclose(f);
     }
+    for (int si = 0; si < NSH; si++)
+        if (use[si]) prob_free(&probs[si]);
     return 0;
 }

@@ -52,6 +52,13 @@ static void print_usage(FILE *fp) {
             "  --check           parse and check the config (also cross-key rules) without training\n");
 }
 
+/* --help: the usage, then every config key with its help. */
+static void print_help(void) {
+    print_usage(stdout);
+    printf("\nconfiguration keys (YAML sections; also `medtrain config --explain`):\n\n");
+    mt_config_explain(stdout);
+}
+
 static int usage_error(const char *fmt, const char *arg) {
     fprintf(stderr, "medtrain: error: ");
     fprintf(stderr, fmt, arg);
@@ -90,7 +97,7 @@ static int parse_args(cli_args *a, int argc, char **argv, int first, int is_conf
         } else if (!strncmp(arg, "--set=", 6)) {
             a->sets[a->nsets++] = arg + 6;
         } else if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
-            print_usage(stdout);
+            print_help();
             return 0;
         } else if (!is_config_cmd && !strcmp(arg, "--resume")) {
             a->resume = 1;
@@ -234,7 +241,7 @@ static int cmd_train(cli_args *a) {
 
 int mt_cli_main(int argc, char **argv) {
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help"))) {
-        print_usage(stdout);
+        print_help();
         return 0;
     }
     if (argc >= 2 && !strcmp(argv[1], "--version")) {

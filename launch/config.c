@@ -50,7 +50,7 @@ static const mt_cfg_schema_entry g_schema[] = {
     IL_("data.phantom.shape", "[40, 40, 40]", 4, 1024, 3, 3, "Phantom volume size D, H, W (voxels)."),
     I_("data.phantom.num_classes", "3", 2, 256, "Label classes of the phantom, background included."),
     I_("data.phantom.seed", "1234", 0, U32MAX, "Seed of the phantom generator."),
-    IL_("data.patch_size", "[32, 32, 32]", 4, 1024, 3, 3,
+    IL_("data.patch_size", "[40, 40, 40]", 4, 1024, 3, 3,
         "Training patch size D, H, W; each must be divisible by 2^(number of U-Net levels - 1)."),
     I_("data.val_cases", "4", 0, 100000,
        "Cases held out for validation (the last ones of the data set); 0 = no validation."),
@@ -82,7 +82,7 @@ static const mt_cfg_schema_entry g_schema[] = {
     F_("loss.pos_weight", "1", 0, 1e6, 1, "Weight of positive voxels in binary cross-entropy."),
     /* --- optim --- */
     E_("optim.name", "adamw", "sgd|adam|adamw", "Optimizer (fp32 master weights and state)."),
-    F_("optim.lr", "0.003", 0, 10, 1, "Peak learning rate."),
+    F_("optim.lr", "0.01", 0, 10, 1, "Peak learning rate."),
     F_("optim.weight_decay", "0.0001", 0, 1, 0,
        "Weight decay (L2 for sgd and adam, decoupled for adamw)."),
     F_("optim.momentum", "0.99", 0, 1, 2, "SGD momentum."),
@@ -103,7 +103,7 @@ static const mt_cfg_schema_entry g_schema[] = {
     F_("sched.gamma", "0.1", 0, 1, 1, "step: decay factor."),
     F_("sched.poly_power", "0.9", 0, 100, 0, "poly: exponent."),
     /* --- train --- */
-    I_("train.steps", "200", 1, BIG,
+    I_("train.steps", "300", 1, BIG,
        "Training length in optimizer steps (one step = one batch of train.batch_size patches). All "
        "intervals (log, validation, checkpoints, schedules) count these steps; there are no epochs."),
     I_("train.batch_size", "2", 1, 4096, "Patches per step (per rank in distributed training)."),
@@ -113,7 +113,7 @@ static const mt_cfg_schema_entry g_schema[] = {
     I_("train.checkpoint_every", "100", 0, BIG,
        "Write checkpoints/step_N.safetensors every N steps; 0 = only at the end."),
     I_("train.keep_checkpoints", "3", 0, 100000, "Step checkpoints kept on disk (the newest); 0 = all."),
-    I_("train.val_every", "50", 0, BIG, "Validate every N steps; 0 = only at the end."),
+    I_("train.val_every", "100", 0, BIG, "Validate every N steps; 0 = only at the end."),
     I_("train.eval_cases", "0", 0, 100000,
        "Validation cases evaluated at each validation; 0 = all of data.val_cases."),
 };

@@ -378,6 +378,10 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
     double t0 = now_s(), t_last = t0, loss_acc = 0, val_time = 0;
     int64_t step_last = ts.step, loss_n = 0;
     mt_alloc_stats ast;
+    int validated = 0; /* dice[] holds the model's current state */
+    if (ts.step >= steps)
+        mt_rundir_log(&T.rd, "checkpoint is at step %lld: train.steps = %lld already reached\n",
+                      (long long)ts.step, (long long)steps);
     while (ts.step < steps) {
         double lr = mt_schedule_lr(&T.sched, ts.step);
         mt_optim_set_lr(&T.opt, lr);
@@ -435,6 +439,7 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
         if (n_eval > 0 && ((val_every > 0 && ts.step % val_every == 0) || last)) {
             double tv = now_s();
             validate(T.model, &T.val, n_eval, num_classes, mult, dice);
+            validated = last;
             double mean = 0;
             mt_json_obj o;
             mt_json_obj_begin(&o);
@@ -485,6 +490,7 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
             mt_rundir_log(&T.rd, "done: %lld steps in %s (validation %.0fs); host memory peak %.1f MiB\n",
                           (long long)steps, dur, val_time, (double)ast.peak_in_use / 1048576.0);
             if (n_eval > 0) {
+                if (!validated) validate(T.model, &T.val, n_eval, num_classes, mult, dice);
                 double mean = 0;
                 for (int c = 1; c < num_classes; c++) {
                     mt_rundir_log(&T.rd, "final Dice %-10s %.4f\n", names[c], dice[c]);

@@ -213,7 +213,7 @@ static void test_valid_parse(void) {
     /* an empty file and a file of comments give the defaults */
     mt_config *e = NULL;
     CHECK(mt_config_load(&e, write_tmp("empty.yaml", ""), 0, NULL) == MT_OK && e &&
-          mt_config_get_int(e, "train.steps") == 200);
+          mt_config_get_int(e, "train.steps") == 300);
     mt_config_free(e);
     CHECK(mt_config_load(&e, write_tmp("comments.yaml", "# nothing\n---\n"), 0, NULL) == MT_OK && e);
     mt_config_free(e);
@@ -249,8 +249,8 @@ static void test_semantic_errors(void) {
     CHECK(mt_config_set(cfg, "model.out_channels=2") == MT_OK && mt_config_check(cfg) == MT_ERR_CONFIG &&
           strstr(mt_error_msg(), "model.out_channels: 2, but loss.name = dice_ce"));
     CHECK(mt_config_set(cfg, "loss.name=dice_bce") == MT_OK && mt_config_check(cfg) == MT_OK);
-    CHECK(mt_config_set(cfg, "sched.warmup_steps=200") == MT_OK && mt_config_check(cfg) == MT_ERR_CONFIG &&
-          strstr(mt_error_msg(), "sched.warmup_steps: 200 is not less than train.steps = 200"));
+    CHECK(mt_config_set(cfg, "sched.warmup_steps=300") == MT_OK && mt_config_check(cfg) == MT_ERR_CONFIG &&
+          strstr(mt_error_msg(), "sched.warmup_steps: 300 is not less than train.steps = 300"));
     CHECK(mt_config_set(cfg, "sched.warmup_steps=10") == MT_OK);
     CHECK(mt_config_set(cfg, "data.source=hdf5") == MT_OK && mt_config_check(cfg) == MT_ERR_CONFIG &&
           !strcmp(mt_error_msg(), "data.hdf5.path (default value): must be set when data.source is hdf5"));
@@ -404,7 +404,7 @@ static void test_explain(void) {
     }
     CHECK(strstr(text, "model.features               a list of 2 to 8 integers in [1, 4096]; default [8, 16, 32]"));
     CHECK(strstr(text, "model.norm                   one of batch, instance, group; default instance"));
-    CHECK(strstr(text, "optim.lr                     number in (0, 10]; default 0.003"));
+    CHECK(strstr(text, "optim.lr                     number in (0, 10]; default 0.01"));
     free(text);
 }
 

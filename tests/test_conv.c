@@ -229,7 +229,7 @@ static const conv_case g_cases[] = {
      V3(1, 1, 1), V3(0, 0, 0), 2, 1, 0},
     {"conv groups 2 stride 2 dilation 2", 0, 1, 6, 4, V3(9, 7, 8), V3(3, 2, 3), V3(2, 2, 2),
      V3(1, 1, 2), V3(2, 1, 2), V3(0, 0, 0), 2, 0, 0},
-    {"conv Cin 1", 0, 2, 1, 8, V3(7, 9, 5), V3(3, 3, 3), V3(1, 1, 1), V3(1, 1, 1), V3(1, 1, 1),
+    {"conv Cin 1", 0, 2, 1, 16, V3(7, 9, 5), V3(3, 3, 3), V3(1, 1, 1), V3(1, 1, 1), V3(1, 1, 1),
      V3(0, 0, 0), 1, 1, 0},
     {"conv k2 s2 odd input (unread rows)", 0, 2, 3, 4, V3(5, 7, 9), V3(2, 2, 2), V3(2, 2, 2),
      V3(0, 0, 0), V3(1, 1, 1), V3(0, 0, 0), 1, 1, 0},
@@ -237,6 +237,10 @@ static const conv_case g_cases[] = {
      V3(1, 1, 1), V3(1, 1, 1), V3(0, 0, 0), 1, 1, 0},
     {"conv 17->19 ragged channels s2", 0, 2, 17, 19, V3(7, 5, 6), V3(3, 3, 3), V3(2, 2, 2),
      V3(1, 1, 1), V3(1, 1, 1), V3(0, 0, 0), 1, 1, 0},
+    {"conv 32->48 groups 2 s2 dilation 2 k2 (blocked, unread rows)", 0, 1, 32, 48, V3(8, 6, 7),
+     V3(2, 2, 2), V3(2, 2, 2), V3(0, 1, 0), V3(2, 2, 1), V3(0, 0, 0), 2, 1, 0},
+    {"conv head 32->3 1x1x1", 0, 2, 32, 3, V3(5, 6, 7), V3(1, 1, 1), V3(1, 1, 1), V3(0, 0, 0),
+     V3(1, 1, 1), V3(0, 0, 0), 1, 1, 0},
     {"conv 1x1x1", 0, 2, 5, 3, V3(3, 4, 5), V3(1, 1, 1), V3(1, 1, 1), V3(0, 0, 0), V3(1, 1, 1),
      V3(0, 0, 0), 1, 1, 0},
     {"convT k2 s2 bias", 1, 2, 4, 3, V3(3, 4, 5), V3(2, 2, 2), V3(2, 2, 2), V3(0, 0, 0),
@@ -249,6 +253,8 @@ static const conv_case g_cases[] = {
      V3(1, 0, 1), V3(2, 2, 2), V3(1, 1, 1), 1, 1, 0},
     {"convT 32->16 k2 s2 blocked", 1, 2, 32, 16, V3(3, 4, 3), V3(2, 2, 2), V3(2, 2, 2),
      V3(0, 0, 0), V3(1, 1, 1), V3(0, 0, 0), 1, 1, 0},
+    {"convT 16->16 s1 dilation 2 outpad 1 (blocked, cropped)", 1, 1, 16, 16, V3(4, 5, 3),
+     V3(3, 2, 2), V3(1, 1, 1), V3(1, 0, 1), V3(2, 2, 2), V3(1, 1, 1), 1, 1, 0},
     {"convT Cin 1 s(1,2,3)", 1, 1, 1, 3, V3(4, 3, 2), V3(2, 3, 3), V3(1, 2, 3), V3(0, 1, 1),
      V3(1, 1, 1), V3(0, 1, 2), 1, 0, 0},
     /* small shapes, also checked by finite differences */
@@ -261,6 +267,13 @@ static const conv_case g_cases[] = {
     {"gc convT groups 2", 1, 2, 2, 4, V3(2, 3, 2), V3(2, 2, 2), V3(2, 1, 2), V3(0, 0, 0),
      V3(1, 1, 1), V3(0, 0, 1), 2, 1, 1},
 };
+
+static const conv_case *find_case(const char *name) {
+    for (size_t i = 0; i < sizeof g_cases / sizeof *g_cases; i++)
+        if (!strcmp(g_cases[i].name, name)) return &g_cases[i];
+    MT_CHECK_MSG(0, "no test case '%s'", name);
+    return NULL;
+}
 
 /* The cache returns the same primitive for a repeated problem; results are
  * bitwise identical, also with other shapes run in between. */
@@ -314,11 +327,11 @@ int main(void) {
     size_t nc = sizeof g_cases / sizeof *g_cases;
     for (size_t i = 0; i < nc; i++) run_case(&g_cases[i], 7);
     /* partial requires_grad: only x; only bias (bias gradient without dw) */
-    run_case(&g_cases[0], 1);
-    run_case(&g_cases[0], 4);
-    run_case(&g_cases[12], 4);
-    run_case(&g_cases[12], 2);
-    run_case(&g_cases[3], 0);
+    run_case(find_case("conv k(3,2,3) p1 bias"), 1);
+    run_case(find_case("conv k(3,2,3) p1 bias"), 4);
+    run_case(find_case("convT k3 s2 p1 output_padding 1"), 4);
+    run_case(find_case("convT k3 s2 p1 output_padding 1"), 2);
+    run_case(find_case("conv dilation 2"), 0);
     test_steady_state();
     test_kernels_overwrite();
     return mt_test_finish();

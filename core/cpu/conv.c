@@ -2,8 +2,9 @@
  * backward-data and backward-filter on contiguous NCDHW f32 tensors, weights
  * (Cout, Cin/groups, kD, kH, kW), through oneDNN primitives.
  *
- * Why oneDNN with its own (blocked) layouts: measured against oneDNN on plain
- * layouts and against vol2col + sgemm in experiments/bench_conv.c; numbers in
+ * Why oneDNN with its own (blocked) layouts, plain layouts for small channel
+ * counts (see entry_create): measured against oneDNN on plain layouts and
+ * against vol2col + sgemm in experiments/bench_conv.c; numbers in
  * experiments/RESULTS.md ("CPU conv3d (issue 2)").
  *
  * Each distinct problem (pass and every shape parameter) gets one cache
@@ -182,6 +183,31 @@ static conv_entry *entry_create(const conv_key *k) {
     }
     conv_mds m;
     conv_mds_init(&m, k, in_eff);
+    /* Layouts (measured, experiments/RESULTS.md): oneDNN's own blocked
+     * layouts (format "any"; 16-channel blocks with AVX-512), reordered
+     * from/to NCDHW around the primitive, are 2-4x faster than its plain-layout
+     * (gemm-based) convolutions wherever the channel counts fill the blocks.
+     * Blocking pads a side with fewer than 16 channels per group to 16, which
+     * loses: plain layouts for every pass when Cout/groups < 16 (e.g. the
+     * segmentation head) and for backward-data when Cin/groups < 16 (e.g. the
+     * first layer; its forward and filter gradient stay blocked, oneDNN then
+     * reads the plain input directly). The forward pass of a "patchify"
+     * convolution (kernel == stride, no padding or dilation: the k2 s2
+     * down-sampling conv, the input gradient of the k2 s2 transposed conv)
+     * reads every input once, so the reorders cost more than they save:
+     * plain there too. */
+    int patchify = 1;
+    for (int j = 0; j < 3; j++)
+        patchify = patchify && k->k[j] == k->stride[j] && k->pad[j] == 0 && k->dil[j] == 1;
+    const int plain = k->cout / k->groups < 16 ||
+                      (k->pass == PASS_BWD_DATA && k->cin / k->groups < 16) ||
+                      (k->pass == PASS_FWD && patchify);
+    if (plain) {
+        m.src_any = m.src;
+        m.wei_any = m.wei;
+        m.bias_any = m.bias;
+        m.dst_any = m.dst;
+    }
     const int has_bias = (int)k->has_bias;
 
     dnnl_primitive_attr_t attr;
@@ -223,7 +249,9 @@ static conv_entry *entry_create(const conv_key *k) {
     case PASS_FWD:
         arg_init(e, DNNL_ARG_SRC, 0, &m.src, PD_MD(dnnl_query_src_md), &used);
         arg_init(e, DNNL_ARG_WEIGHTS, 0, &m.wei, PD_MD(dnnl_query_weights_md), &used);
-        if (has_bias) arg_init(e, DNNL_ARG_BIAS, 0, &m.bias, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1), &used);
+        if (has_bias)
+            arg_init(e, DNNL_ARG_BIAS, 0, &m.bias,
+                     dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1), &used);
         arg_init(e, DNNL_ARG_DST, 1, &m.dst, PD_MD(dnnl_query_dst_md), &used);
         break;
     case PASS_BWD_DATA:
@@ -235,7 +263,9 @@ static conv_entry *entry_create(const conv_key *k) {
         arg_init(e, DNNL_ARG_SRC, 0, &m.src, PD_MD(dnnl_query_src_md), &used);
         arg_init(e, DNNL_ARG_DIFF_DST, 0, &m.dst, PD_MD(dnnl_query_diff_dst_md), &used);
         arg_init(e, DNNL_ARG_DIFF_WEIGHTS, 1, &m.wei, PD_MD(dnnl_query_diff_weights_md), &used);
-        if (has_bias) arg_init(e, DNNL_ARG_DIFF_BIAS, 1, &m.bias, dnnl_primitive_desc_query_md(pd, dnnl_query_diff_weights_md, 1), &used);
+        if (has_bias)
+            arg_init(e, DNNL_ARG_DIFF_BIAS, 1, &m.bias,
+                     dnnl_primitive_desc_query_md(pd, dnnl_query_diff_weights_md, 1), &used);
         break;
     }
     const dnnl_memory_desc_t *smd = PD_MD(dnnl_query_scratchpad_md);
