@@ -65,8 +65,8 @@ void mt_phantom_config_default(mt_phantom_config *cfg) {
     cfg->seed = 0;
     cfg->noise = 0.1f;
     cfg->contrast = 1.0f;
-    cfg->texture = 0.1f;
-    cfg->bias = 0.25f;
+    cfg->texture = 0.08f;
+    cfg->bias = 0.2f;
     cfg->blur_sigma = 0.7f;
     cfg->normalize = 1;
 }
@@ -459,7 +459,7 @@ mt_status mt_phantom_generate(const mt_phantom_config *cfg, int64_t case_index, 
     /* class means: organ brighter, tail less so, lesion darker; odd groups reversed */
     mt_rng ri;
     mt_rng_init_stream(&ri, cfg->seed, (uint64_t)case_index, PH_TAG, PH_INTENSITY);
-    static const double base_delta[3] = {0.45, 0.3, -0.35};
+    static const double base_delta[3] = {0.55, 0.4, -0.4};
     double mean[MT_PHANTOM_MAX_CLASSES] = {1.0};
     for (int c = 1; c < MT_PHANTOM_MAX_CLASSES; c++) {
         int kind = (c - 1) % 3, group = (c - 1) / 3;

@@ -17,6 +17,15 @@
  *    class distributions overlap moderately with the background;
  *  - a multiplicative smooth bias field, a separable Gaussian blur (partial
  *    volume), Rician noise, then optionally a per-case z-score.
+ * Difficulty (defaults, 3 classes): the best intensity threshold alone
+ * reaches Dice ~0.9 on the organ and ~0.3 on the tail, which needs shape
+ * context; a UNet3D with features 8-16-32 trained with 32^3 patches (batch 2,
+ * AdamW 3e-3, Dice+CE) reached validation Dice 0.97 / 0.89 after 500 steps
+ * (30 s to 2.5 min on 2 shared CPU cores) when evaluated with 32^3 sliding windows.
+ * Whole 40x48x40 volumes passed through that net score lower (~0.90 / 0.65
+ * after 1000 steps; likely cause: InstanceNorm statistics over the larger
+ * input differ from the training patches'), so validate with patch-sized
+ * windows, as nnU-Net does.
  * Labels are u8, 0 = background. Each case is a pure function of
  * (config, case index) through its own Philox streams (core/rng.h), and the
  * result does not depend on the number of OpenMP threads.
@@ -48,7 +57,7 @@ typedef struct {
 } mt_phantom_config;
 
 /* Defaults: 40 x 48 x 40, 3 classes (organ + tail), seed 0, noise 0.1,
- * contrast 1, texture 0.1, bias 0.25, blur 0.7, normalize 1. */
+ * contrast 1, texture 0.08, bias 0.2, blur 0.7, normalize 1. */
 void mt_phantom_config_default(mt_phantom_config *cfg);
 /* MT_ERR_INVALID naming the offending field if cfg is out of range. */
 mt_status mt_phantom_config_check(const mt_phantom_config *cfg);

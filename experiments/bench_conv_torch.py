@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """PyTorch CPU timings of the conv3d shapes of experiments/bench_conv.c (issue 2).
 
-    /root/torchvenv/bin/python experiments/bench_conv_torch.py [--ours bench.json]
-        [--rounds R] [--reps N]
+    /root/torchvenv/bin/python experiments/bench_conv_torch.py
+        [--ours bench.json | --bench build/experiments/bench_conv] [--rounds R] [--reps N]
 
 Times forward, backward-data and backward-filter (aten.convolution_backward
 with one output selected, so each pass is timed alone) of conv3d and, for the
@@ -10,13 +10,17 @@ with one output selected, so each pass is timed alone) of conv3d and, for the
 torch.set_num_threads(2) (PyTorch runs these through its bundled oneDNN).
 Each number is the best over R rounds of N repetitions, the rounds interleaved
 over all cases (the machine is shared; as in bench_conv.c).
-With --ours (the JSON written by `bench_conv --json`), prints the ratio of
+With --bench, runs our benchmark (library kernels only) once per round,
+alternating with the PyTorch rounds, so that both see the same load; with
+--ours, reads our numbers from `bench_conv --json` instead. Prints the ratio of
 our time to PyTorch's (below 1: we are faster) per pass and per shape's
 training step (forward + backward-data + backward-filter; backward-data of
 the first layer, whose input needs no gradient, is left out of the step).
 """
 import argparse
 import json
+import subprocess
+import tempfile
 import time
 
 import torch
@@ -49,6 +53,8 @@ def best_time(fn, reps):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--ours", help="JSON from bench_conv --json")
+    ap.add_argument("--bench", help="path of the bench_conv executable: run it (lib only) once "
+                    "per round, alternating with the PyTorch round, and compare with that")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=3,
                     help="rounds interleaved over all cases; each number is the best of all")
@@ -88,6 +94,16 @@ def main():
                 cases.append((name, pname, flops, fn, cin == 1))
         best = [float("inf")] * len(cases)
         for _ in range(args.rounds):
+            if args.bench:
+                with tempfile.NamedTemporaryFile(suffix=".json") as tmp:
+                    subprocess.run([args.bench, "--rounds", "1", "--reps", str(args.reps),
+                                    "--impls", "lib", "--no-sgemm", "--json", tmp.name],
+                                   check=True, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+                    with open(tmp.name) as f:
+                        for r in json.load(f)["results"]:
+                            key = (r["shape"], r["pass"])
+                            ours[key] = min(ours.get(key, float("inf")), r["ms"])
             for i, c in enumerate(cases):
                 best[i] = min(best[i], best_time(c[3], args.reps))
     print(f"{'shape (N=2)':24s} {'pass':11s} {'torch ms':>9s} {'GFLOP/s':>8s} {'ours ms':>8s} "

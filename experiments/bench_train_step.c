@@ -6,7 +6,7 @@
  *                    [--patch 64 | --patch 64,64,64] [--norm instance|batch|group|none]
  *                    [--no-affine] [--groups 8] [--act leaky_relu|relu|gelu]
  *                    [--upsample transposed|trilinear] [--threads 0]
- *                    [--warmup 2] [--steps 5] [--seed 0] [--json FILE] [--dump DIR]
+ *                    [--warmup 3] [--steps 5] [--seed 0] [--json FILE] [--dump DIR]
  *
  * Input: standard-normal image, uniformly random labels in [0, out). Loss: the
  * default config's dice_ce (softmax Dice without the background channel, per
@@ -18,8 +18,10 @@
  * untimed steps, the median of `steps` steps is reported per part and for the
  * whole step. GFLOP per step = 3 x mt_unet3d_flops (forward, backward-data,
  * backward-filter of every conv). Memory: the caching allocator's peak bytes
- * in use (core/alloc.h; oneDNN's own buffers are not included) and the
- * process's max RSS.
+ * in use (core/alloc.h; oneDNN's own buffers are not included), the
+ * process's max RSS, and for the timed steps the allocations that reached
+ * the system (0 in the steady state, DESIGN.md decision 4) and the minor
+ * page faults per step (memory freshly mapped from the kernel).
  *
  * --dump DIR (before any timed step) writes the interop bundle that
  * tests/interop_torch.py checks against PyTorch:
@@ -72,7 +74,7 @@ static void usage(const char *prog) {
             "usage: %s [--features 16,32,64,128] [--in 1] [--out 3] [--batch 2] [--patch 64|D,H,W]\n"
             "          [--norm instance|batch|group|none] [--no-affine] [--groups 8]\n"
             "          [--act leaky_relu|relu|gelu] [--upsample transposed|trilinear]\n"
-            "          [--threads 0] [--warmup 2] [--steps 5] [--seed 0] [--json FILE] [--dump DIR]\n",
+            "          [--threads 0] [--warmup 3] [--steps 5] [--seed 0] [--json FILE] [--dump DIR]\n",
             prog);
 }
 
@@ -204,7 +206,7 @@ int main(int argc, char **argv) {
     mc.n_levels = 4;
     const int f0[4] = {16, 32, 64, 128};
     for (int l = 0; l < 4; l++) mc.features[l] = f0[l];
-    int batch = 2, threads = 0, warmup = 2, steps = 5;
+    int batch = 2, threads = 0, warmup = 3, steps = 5;
     int64_t patch[3] = {64, 64, 64};
     uint64_t seed = 0;
     const char *json = NULL, *dump = NULL;
@@ -332,10 +334,12 @@ int main(int argc, char **argv) {
     double *to = calloc((size_t)steps, sizeof *to), *tt = calloc((size_t)steps, sizeof *tt);
     double first_loss = NAN, last_loss = NAN;
     mt_alloc_stats a0, a1;
+    struct rusage ru0, ru;
     for (int it = 0; it < warmup + steps; it++) {
         if (it == warmup) {
             mt_host_alloc_reset_peak();
             mt_host_alloc_stats(&a0);
+            getrusage(RUSAGE_SELF, &ru0);
         }
         double t0 = now_s();
         mt_tensor *logits = mt_unet3d_forward(model, x), *loss = NULL;
@@ -366,7 +370,6 @@ int main(int argc, char **argv) {
         }
     }
     mt_host_alloc_stats(&a1);
-    struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     double mf = median(tf, steps), mb = median(tb, steps), mo = median(to, steps), mt = median(tt, steps);
     double best = tt[0];
@@ -378,6 +381,8 @@ int main(int argc, char **argv) {
     printf("  loss: first %.6f, last %.6f\n", first_loss, last_loss);
     printf("  host memory: peak in use %.1f MiB (%.1f MiB before the step), max RSS %.1f MiB\n",
            (double)a1.peak_in_use / 1048576.0, (double)a0.in_use / 1048576.0, (double)ru.ru_maxrss / 1024.0);
+    printf("  timed steps: %lld allocations reached the system, %.0f minor page faults per step\n",
+           (long long)(a1.sys_allocs - a0.sys_allocs), (double)(ru.ru_minflt - ru0.ru_minflt) / steps);
 
     if (json) {
         FILE *fp = fopen(json, "w");
@@ -389,10 +394,11 @@ int main(int argc, char **argv) {
                 "{\"impl\": \"medtrain\", \"threads\": %d, \"gflop\": %.6f, \"params\": %lld, "
                 "\"fwd_ms\": %.3f, \"bwd_ms\": %.3f, \"opt_ms\": %.3f, \"step_ms\": %.3f, "
                 "\"best_step_ms\": %.3f, \"gflops\": %.3f, \"peak_mib\": %.3f, \"maxrss_mib\": %.3f, "
-                "\"first_loss\": %.9g, \"last_loss\": %.9g}\n",
+                "\"first_loss\": %.9g, \"last_loss\": %.9g, \"sys_allocs_timed\": %lld}\n",
                 mt_cpu_get_num_threads(), gflop, (long long)mt_module_num_params(model), 1e3 * mf,
                 1e3 * mb, 1e3 * mo, 1e3 * mt, 1e3 * best, gflop / mt, (double)a1.peak_in_use / 1048576.0,
-                (double)ru.ru_maxrss / 1024.0, first_loss, last_loss);
+                (double)ru.ru_maxrss / 1024.0, first_loss, last_loss,
+                (long long)(a1.sys_allocs - a0.sys_allocs));
         fclose(fp);
     }
     free(tf);

@@ -7,9 +7,9 @@
 # then runs experiments/bench_train_step (C) and
 # experiments/bench_train_step_torch.py with the same ARGS (see either file:
 # --features 16,32,64,128 --in 1 --out 3 --batch 2 --patch 64 --norm instance
-# --act leaky_relu --upsample transposed --threads 0 --warmup 2 --steps 5 ...),
+# --act leaky_relu --upsample transposed --threads 0 --warmup 3 --steps 5 ...),
 # and prints a table: our step time, torch eager (best of the contiguous and
-# channels_last_3d layouts), torch.compile (if it works), and the ratios
+# channels_last_3d layouts), torch.compile (best of both layouts, if it works), and the ratios
 # ours / torch (target <= 1.0), followed by a Markdown block (date, machine,
 # commit, command, numbers) for experiments/RESULTS.md.
 # Torch-only arguments: --no-compile, --compile-warmup N; C-only: --dump DIR.
@@ -79,7 +79,7 @@ for name, lay, r in rows:
 ratios = [f"ours / torch eager ({be['layout']}) = {ours['step_ms'] / be['step_ms']:.2f} "
           f"(best steps: {ours['best_step_ms'] / be['best_step_ms']:.2f})"]
 if co:
-    ratios.append(f"ours / torch.compile = {ours['step_ms'] / co['step_ms']:.2f} "
+    ratios.append(f"ours / torch.compile ({co['layout']}) = {ours['step_ms'] / co['step_ms']:.2f} "
                   f"(best steps: {ours['best_step_ms'] / co['best_step_ms']:.2f})")
 else:
     ratios.append(f"torch.compile: not available ({th.get('compile_error') or 'skipped'})")
@@ -87,7 +87,7 @@ print("Summary (median step; target ours / torch <= 1.0):")
 print(f"  medtrain            {ours['step_ms']:9.1f} ms")
 print(f"  torch eager (best)  {be['step_ms']:9.1f} ms  [{be['layout']}]")
 if co:
-    print(f"  torch.compile       {co['step_ms']:9.1f} ms")
+    print(f"  torch.compile       {co['step_ms']:9.1f} ms  [{co['layout']}]")
 for r in ratios:
     print("  " + r)
 print()
@@ -97,7 +97,8 @@ print(f"- date: {datetime.date.today().isoformat()}; machine: {cpu}, {cores} cor
 print(f"- command: `{cmd}`")
 print(f"- model GFLOP per step: {g:.2f}; parameters: {ours['params']}; host peak (medtrain allocator) "
       f"{ours['peak_mib']:.0f} MiB, max RSS medtrain {ours['maxrss_mib']:.0f} MiB, torch process "
-      f"{th['maxrss_mib']:.0f} MiB")
+      f"{th['maxrss_mib']:.0f} MiB (all variants); medtrain allocations reaching the system during "
+      f"the timed steps: {ours['sys_allocs_timed']}")
 print()
 for l in lines:
     print(l)

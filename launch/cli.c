@@ -4,6 +4,7 @@
  *   medtrain config --explain
  *   medtrain config --print [CONFIG.yaml] [--set KEY=VALUE]...
  *   medtrain config --check [CONFIG.yaml] [--set KEY=VALUE]...
+ *   medtrain prepare DATASET_DIR OUT.h5 [--spacing X,Y,Z] [--threads N] (launch/prepare.c)
  *   medtrain --help | --version
  *
  * Without a config file the built-in defaults are used (the schema defaults,
@@ -20,6 +21,7 @@
 #include "core/backend.h"
 #include "launch/config.h"
 #include "launch/fsutil.h"
+#include "launch/prepare.h"
 #include "launch/train.h"
 
 #define EXIT_USAGE 2
@@ -31,6 +33,7 @@ static void print_usage(FILE *fp) {
             "       medtrain config --explain\n"
             "       medtrain config --print [CONFIG.yaml] [--set KEY=VALUE]...\n"
             "       medtrain config --check [CONFIG.yaml] [--set KEY=VALUE]...\n"
+            "       medtrain prepare DATASET_DIR OUT.h5 [--spacing X,Y,Z] [--threads N] (see prepare --help)\n"
             "       medtrain --help | --version\n"
             "\n"
             "Trains a 3D segmentation model described by CONFIG.yaml (without one: the built-in\n"
@@ -118,7 +121,7 @@ static int parse_args(cli_args *a, int argc, char **argv, int first, int is_conf
             return usage_error("unexpected argument '%s' (only one config file is read)", arg);
         } else {
             if (implicit_train && i == first && !has_yaml_ext(arg) && !mt_fs_is_file(arg))
-                return usage_error("unknown command '%s' (commands: train, config; a config file ends in .yaml)",
+                return usage_error("unknown command '%s' (commands: train, config, prepare; a config file ends in .yaml)",
                                    arg);
             a->config = arg;
         }
@@ -248,6 +251,7 @@ int mt_cli_main(int argc, char **argv) {
         printf("medtrain %s (backends: cpu%s)\n", MT_VERSION, mt_backend_get(MT_CUDA) ? ", cuda" : "");
         return 0;
     }
+    if (argc >= 2 && !strcmp(argv[1], "prepare")) return mt_prepare_cli(argc - 1, argv + 1);
     cli_args a;
     memset(&a, 0, sizeof a);
     a.sets = calloc((size_t)argc + 1, sizeof *a.sets);

@@ -18,6 +18,8 @@
 #include "core/backend.h"
 #include "data/phantom.h"
 #include "data/sampler.h"
+#include "eval/postprocess.h"
+#include "eval/sliding_window.h"
 #include "launch/checkpoint.h"
 #include "launch/fsutil.h"
 #include "layers/models/unet3d.h"
@@ -133,43 +135,26 @@ static mt_status optim_from(const mt_config *cfg, mt_optim *opt, mt_module *mode
 
 /* ------------------------------------------------------------- validation */
 
-/* Runs the model on a whole volume (padded up to a multiple of `mult`),
- * returns argmax labels (1, D, H, W) i32. */
-static mt_tensor *predict_volume(mt_module *model, const mt_tensor *image /* (C, D, H, W) */, int64_t mult) {
-    int64_t pads[6];
-    const int64_t *sh = image->shape;
-    for (int a = 0; a < 3; a++) {
-        int64_t n = sh[1 + a], up = (n + mult - 1) / mult * mult;
-        pads[2 * (2 - a)] = 0;
-        pads[2 * (2 - a) + 1] = up - n;
-    }
-    mt_tensor *x4 = mt_tensor_unsqueeze(image, 0);
-    mt_tensor *x = mt_pad(x4, 3, pads, 0.0f);
-    mt_tensor *logits = mt_unet3d_forward(model, x);
-    mt_tensor *lab = mt_argmax_channel(logits);
-    mt_tensor *c1 = mt_tensor_slice(lab, 2, 0, sh[1], 1);
-    mt_tensor *c2 = mt_tensor_slice(c1, 3, 0, sh[2], 1);
-    mt_tensor *c3 = mt_tensor_slice(c2, 4, 0, sh[3], 1);
-    mt_tensor *out = mt_tensor_contiguous(c3);
-    mt_tensor *rel[] = {x4, x, logits, lab, c1, c2, c3};
-    for (size_t k = 0; k < sizeof rel / sizeof *rel; k++) mt_tensor_release(rel[k]);
-    return out;
-}
-
-/* Dice per class (index 1..C-1) accumulated over cases as mean of per-case
- * Dice; a class absent from both prediction and reference scores 1. */
-static void validate(mt_module *model, const mt_phantom_dataset *val, int n_eval, int num_classes,
-                     int64_t mult, double *dice /* [num_classes] */) {
-    int was_training = model->training;
-    mt_module_train(model, 0);
-    int prev = mt_grad_set_enabled(0);
+/* Dice per class (index 1..C-1) as the mean over cases of per-case Dice,
+ * from sliding-window inference with the training patch size (overlap 0.5,
+ * Gaussian weighting, as nnU-Net validates); a class absent from both
+ * prediction and reference scores 1. */
+static mt_status validate(mt_module *model, const mt_phantom_dataset *val, int n_eval, int num_classes,
+                          const int64_t *patch, double *dice /* [num_classes] */) {
+    mt_eval_sw_opts o;
+    mt_eval_sw_opts_default(&o, patch);
     for (int c = 0; c < num_classes; c++) dice[c] = 0;
     for (int k = 0; k < n_eval; k++) {
-        mt_tensor *pred = predict_volume(model, val->images[k], mult);
-        const int32_t *p = (const int32_t *)mt_tensor_data(pred);
+        mt_tensor *scores = NULL, *pred = NULL;
+        MT_TRY(mt_eval_sliding_window_model(&scores, val->images[k], model, &o));
+        mt_status s = mt_eval_argmax(&pred, scores);
+        mt_tensor_release(scores);
+        if (s != MT_OK) return s;
+        const uint8_t *p = (const uint8_t *)mt_tensor_data(pred);
         mt_tensor *lab = mt_tensor_contiguous(val->labels[k]);
         const uint8_t *g = (const uint8_t *)mt_tensor_data(lab);
         int64_t n = mt_tensor_numel(lab);
+        MT_CHECK(mt_tensor_numel(pred) == n);
         for (int c = 1; c < num_classes; c++) {
             int64_t tp = 0, np = 0, ng = 0;
             for (int64_t i = 0; i < n; i++) {
@@ -184,8 +169,7 @@ static void validate(mt_module *model, const mt_phantom_dataset *val, int n_eval
         mt_tensor_release(lab);
     }
     for (int c = 1; c < num_classes; c++) dice[c] /= n_eval;
-    mt_grad_set_enabled(prev);
-    mt_module_train(model, was_training);
+    return MT_OK;
 }
 
 /* ------------------------------------------------------------------ loop */
@@ -355,7 +339,6 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
     int64_t ckpt_every = mt_config_get_int(cfg, "train.checkpoint_every");
     int keep = (int)mt_config_get_int(cfg, "train.keep_checkpoints");
     double clip = mt_config_get_float(cfg, "optim.clip_grad_norm");
-    int64_t mult = (int64_t)1 << (mc.n_levels - 1);
     int batch = scfg.batch_size;
 
     mt_rundir_log(&T.rd, "medtrain %s: run %s\n", MT_VERSION, T.rd.path);
@@ -438,7 +421,7 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
         }
         if (n_eval > 0 && ((val_every > 0 && ts.step % val_every == 0) || last)) {
             double tv = now_s();
-            validate(T.model, &T.val, n_eval, num_classes, mult, dice);
+            if ((s = validate(T.model, &T.val, n_eval, num_classes, patch, dice)) != MT_OK) break;
             validated = last;
             double mean = 0;
             mt_json_obj o;
@@ -489,8 +472,8 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
             mt_host_alloc_stats(&ast);
             mt_rundir_log(&T.rd, "done: %lld steps in %s (validation %.0fs); host memory peak %.1f MiB\n",
                           (long long)steps, dur, val_time, (double)ast.peak_in_use / 1048576.0);
-            if (n_eval > 0) {
-                if (!validated) validate(T.model, &T.val, n_eval, num_classes, mult, dice);
+            if (n_eval > 0 && !validated) s = validate(T.model, &T.val, n_eval, num_classes, patch, dice);
+            if (n_eval > 0 && s == MT_OK) {
                 double mean = 0;
                 for (int c = 1; c < num_classes; c++) {
                     mt_rundir_log(&T.rd, "final Dice %-10s %.4f\n", names[c], dice[c]);
@@ -498,7 +481,7 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
                 }
                 mt_rundir_log(&T.rd, "final Dice %-10s %.4f\n", "mean", mean / (num_classes - 1));
             }
-            mt_rundir_log(&T.rd, "weights: %s\n", wpath);
+            if (s == MT_OK) mt_rundir_log(&T.rd, "weights: %s\n", wpath);
         }
         free(wpath);
     }

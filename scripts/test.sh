@@ -2,7 +2,8 @@
 # Installs the dependencies, builds medtrain into build/ and runs the test
 # suite with CTest (without tests labelled `slow` unless --all is given).
 # Then builds the bad-input tests (test_config, test_safetensors, test_cli,
-# test_checkpoint: those present) with AddressSanitizer + UBSan into
+# test_checkpoint, test_json, test_nifti, test_msd, test_prepare: those
+# present) with AddressSanitizer + UBSan into
 # build-asan/ and runs them again. Exits non-zero if anything fails.
 #
 #   bash scripts/test.sh [--all] [--no-asan]
@@ -42,6 +43,22 @@ ctest_summary() {
     grep -E '^[0-9]+% tests passed' "$1" | tail -n 1 || true
 }
 
+# Adds a ctest log's counts to the totals (skipped tests count as neither).
+n_pass=0
+n_fail=0
+n_skip=0
+add_counts() {
+    local line total failed skipped
+    line=$(ctest_summary "$1")
+    [[ -n $line ]] || return 0
+    total=$(sed -E 's/.* out of ([0-9]+).*/\1/' <<<"$line")
+    failed=$(sed -E 's/.*, ([0-9]+) tests? failed.*/\1/' <<<"$line")
+    skipped=$(grep -cE 'Test +#[0-9]+: .*\*\*\*Skipped' "$1" || true)
+    n_fail=$((n_fail + failed))
+    n_skip=$((n_skip + skipped))
+    n_pass=$((n_pass + total - failed - skipped))
+}
+
 select=(-LE slow)
 what="all tests except those labelled slow"
 if ((all)); then
@@ -54,10 +71,11 @@ if ! ctest --test-dir build --output-on-failure --no-tests=error -j "$jobs" "${s
     status=1
 fi
 summary_main=$(ctest_summary build/ctest.log)
+add_counts build/ctest.log
 
 if ((asan)); then
     asan_tests=()
-    for t in test_config test_safetensors test_cli test_checkpoint; do
+    for t in test_config test_safetensors test_cli test_checkpoint test_json test_nifti test_msd test_prepare; do
         if [[ -f tests/$t.c ]]; then
             asan_tests+=("$t")
         fi
@@ -79,6 +97,7 @@ if ((asan)); then
                 status=1
             fi
             summary_asan=$(ctest_summary build-asan/ctest.log)
+            add_counts build-asan/ctest.log
         else
             echo "test.sh: the AddressSanitizer build failed" >&2
             summary_asan="(build failed)"
@@ -92,4 +111,8 @@ if ((asan)); then
     echo "asan (bad-input tests): ${summary_asan}"
 fi
 echo "${summary_main:-(no ctest summary: see build/ctest.log)}"
+if [[ -z $summary_main ]]; then
+    status=1
+fi
+echo "tests: ${n_pass} passed, ${n_fail} failed, ${n_skip} skipped"
 exit "$status"

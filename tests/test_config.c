@@ -457,7 +457,7 @@ static void test_round_trip(void) {
         "train.precision=bf16-mixed",
         "train.steps=1000000000000",
         "loss.pos_weight=1000000",
-        "data.phantom.shape=4,5,1024",
+        "data.phantom.shape=8,9,1024",
     };
     int nsets = (int)(sizeof sets / sizeof sets[0]);
     mt_config *a = NULL;

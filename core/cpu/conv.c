@@ -2,8 +2,8 @@
  * backward-data and backward-filter on contiguous NCDHW f32 tensors, weights
  * (Cout, Cin/groups, kD, kH, kW), through oneDNN primitives.
  *
- * Why oneDNN with its own (blocked) layouts, plain layouts for small channel
- * counts (see entry_create): measured against oneDNN on plain layouts and
+ * Why oneDNN with its own (blocked) layouts, and plain layouts where blocking
+ * does not pay (few channels, patchify forward; see entry_create): measured against oneDNN on plain layouts and
  * against vol2col + sgemm in experiments/bench_conv.c; numbers in
  * experiments/RESULTS.md ("CPU conv3d (issue 2)").
  *

@@ -4,8 +4,9 @@
  *
  * Why oneDNN and not OpenBLAS: Debian's OpenBLAS 0.3.21 does not recognise
  * this CPU family (AMD family 26) and falls back to its Haswell (AVX2)
- * kernels, reaching about half the throughput of oneDNN's AVX-512 sgemm on
- * every shape measured (experiments/bench_conv.c, RESULTS.md). Using oneDNN
+ * kernels: about half the throughput of oneDNN's AVX-512 sgemm on large
+ * products and 2-7x less on the skinny ones of linear layers (only a tiny
+ * 64^3 product was level; experiments/bench_conv.c, RESULTS.md). Using oneDNN
  * for both conv and gemm also keeps one thread pool (OpenMP) on the hot path.
  * OpenBLAS stays available for other users; mt_cpu_blas_set_num_threads sets
  * its thread count.
