@@ -239,6 +239,19 @@ static const conv_case g_cases[] = {
      V3(1, 1, 1), V3(1, 1, 1), V3(0, 0, 0), 1, 1, 0},
     {"conv 32->48 groups 2 s2 dilation 2 k2 (blocked, unread rows)", 0, 1, 32, 48, V3(8, 6, 7),
      V3(2, 2, 2), V3(2, 2, 2), V3(0, 1, 0), V3(2, 2, 1), V3(0, 0, 0), 2, 1, 0},
+    /* 8 channels: blocked (padded to 16) since the default config's top level
+     * measured 3-5x faster so; the filter gradient with 4 <= Cin < 16 falls
+     * back to gemm under format "any" and takes channels-last (entry_create) */
+    {"conv 8->8 padded blocks, channels-last filter grad", 0, 2, 8, 8, V3(6, 5, 7), V3(3, 3, 3),
+     V3(1, 1, 1), V3(1, 1, 1), V3(1, 1, 1), V3(0, 0, 0), 1, 1, 0},
+    {"conv 8->12 k3 s2 p1 (channels-last filter grad, unread rows)", 0, 2, 8, 12, V3(6, 7, 5),
+     V3(3, 3, 3), V3(2, 2, 2), V3(0, 1, 1), V3(1, 1, 1), V3(0, 0, 0), 1, 1, 0},
+    {"conv 16->8 (decoder top level)", 0, 1, 16, 8, V3(5, 6, 4), V3(3, 3, 3), V3(1, 1, 1),
+     V3(1, 1, 1), V3(1, 1, 1), V3(0, 0, 0), 1, 1, 0},
+    {"conv 16->16 groups 2 (8 per group)", 0, 1, 16, 16, V3(5, 4, 6), V3(3, 3, 3), V3(1, 1, 1),
+     V3(1, 1, 1), V3(1, 1, 1), V3(0, 0, 0), 2, 1, 0},
+    {"conv 6->6 (below 8: plain)", 0, 1, 6, 6, V3(4, 5, 3), V3(3, 3, 3), V3(1, 1, 1),
+     V3(1, 1, 1), V3(1, 1, 1), V3(0, 0, 0), 1, 1, 0},
     {"conv head 32->3 1x1x1", 0, 2, 32, 3, V3(5, 6, 7), V3(1, 1, 1), V3(1, 1, 1), V3(0, 0, 0),
      V3(1, 1, 1), V3(0, 0, 0), 1, 1, 0},
     {"conv 1x1x1", 0, 2, 5, 3, V3(3, 4, 5), V3(1, 1, 1), V3(1, 1, 1), V3(0, 0, 0), V3(1, 1, 1),
@@ -253,6 +266,8 @@ static const conv_case g_cases[] = {
      V3(1, 0, 1), V3(2, 2, 2), V3(1, 1, 1), 1, 1, 0},
     {"convT 32->16 k2 s2 blocked", 1, 2, 32, 16, V3(3, 4, 3), V3(2, 2, 2), V3(2, 2, 2),
      V3(0, 0, 0), V3(1, 1, 1), V3(0, 0, 0), 1, 1, 0},
+    {"convT 16->8 k2 s2 (decoder top level)", 1, 2, 16, 8, V3(3, 2, 4), V3(2, 2, 2),
+     V3(2, 2, 2), V3(0, 0, 0), V3(1, 1, 1), V3(0, 0, 0), 1, 1, 0},
     {"convT 16->16 s1 dilation 2 outpad 1 (blocked, cropped)", 1, 1, 16, 16, V3(4, 5, 3),
      V3(3, 2, 2), V3(1, 1, 1), V3(1, 0, 1), V3(2, 2, 2), V3(1, 1, 1), 1, 1, 0},
     {"convT Cin 1 s(1,2,3)", 1, 1, 1, 3, V3(4, 3, 2), V3(2, 3, 3), V3(1, 2, 3), V3(0, 1, 1),

@@ -3,7 +3,8 @@
  * (Cout, Cin/groups, kD, kH, kW), through oneDNN primitives.
  *
  * Why oneDNN with its own (blocked) layouts, and plain layouts where blocking
- * does not pay (few channels, patchify forward; see entry_create): measured against oneDNN on plain layouts and
+ * does not pay (fewer than 8 channels, patchify forward; see entry_create), and
+ * channels-last where "any" would fall back to gemm: measured against oneDNN on plain layouts and
  * against vol2col + sgemm in experiments/bench_conv.c; numbers in
  * experiments/RESULTS.md ("CPU conv3d (issue 2)").
  *
@@ -162,6 +163,53 @@ static void arg_init(conv_entry *e, int arg, int is_output, const dnnl_memory_de
     DNNL_CHECK(dnnl_primitive_desc_destroy(rpd));
 }
 
+/* Creates the primitive descriptor of pass k->pass on the descriptors m
+ * (*fpd: the forward descriptor, the primitive itself for PASS_FWD, else the
+ * hint oneDNN requires; *pd == *fpd for PASS_FWD). Returns oneDNN's status;
+ * on failure nothing is left allocated. */
+static dnnl_status_t pd_create(dnnl_primitive_desc_t *pd, dnnl_primitive_desc_t *fpd,
+                               const conv_key *k, const conv_mds *m, const_dnnl_primitive_attr_t attr,
+                               const int64_t *strides, const int64_t *dil, const int64_t *pad_l,
+                               const int64_t *pad_r) {
+    const int has_bias = (int)k->has_bias;
+    dnnl_convolution_desc_t fd;
+    DNNL_CHECK(dnnl_dilated_convolution_forward_desc_init(
+        &fd, dnnl_forward_training, dnnl_convolution_direct, &m->src_any, &m->wei_any,
+        has_bias ? &m->bias_any : NULL, &m->dst_any, strides, dil, pad_l, pad_r));
+    dnnl_status_t st = dnnl_primitive_desc_create(fpd, &fd, k->pass == PASS_FWD ? attr : NULL,
+                                                  g_conv.engine, NULL);
+    if (st != dnnl_success) return st;
+    *pd = *fpd;
+    if (k->pass == PASS_BWD_DATA) {
+        dnnl_convolution_desc_t bd;
+        DNNL_CHECK(dnnl_dilated_convolution_backward_data_desc_init(
+            &bd, dnnl_convolution_direct, &m->src_any, &m->wei_any, &m->dst_any, strides, dil,
+            pad_l, pad_r));
+        st = dnnl_primitive_desc_create(pd, &bd, attr, g_conv.engine, *fpd);
+    } else if (k->pass == PASS_BWD_WEIGHTS) {
+        dnnl_convolution_desc_t wd;
+        DNNL_CHECK(dnnl_dilated_convolution_backward_weights_desc_init(
+            &wd, dnnl_convolution_direct, &m->src_any, &m->wei_any, has_bias ? &m->bias_any : NULL,
+            &m->dst_any, strides, dil, pad_l, pad_r));
+        st = dnnl_primitive_desc_create(pd, &wd, attr, g_conv.engine, *fpd);
+    }
+    if (st != dnnl_success) DNNL_CHECK(dnnl_primitive_desc_destroy(*fpd));
+    return st;
+}
+
+/* 1 when oneDNN implements pd with its im2col + gemm or reference code. */
+static int pd_is_fallback(const_dnnl_primitive_desc_t pd) {
+    const char *impl = NULL;
+    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success || !impl)
+        return 0;
+    return strstr(impl, "gemm") != NULL || strncmp(impl, "ref", 3) == 0;
+}
+
+static void pd_destroy(dnnl_primitive_desc_t pd, dnnl_primitive_desc_t fpd) {
+    if (pd != fpd) DNNL_CHECK(dnnl_primitive_desc_destroy(pd));
+    DNNL_CHECK(dnnl_primitive_desc_destroy(fpd));
+}
+
 static conv_entry *entry_create(const conv_key *k) {
     dnnl_dims_t strides, dil, pad_l, pad_r;
     int64_t in_eff[3];
@@ -186,10 +234,12 @@ static conv_entry *entry_create(const conv_key *k) {
     /* Layouts (measured, experiments/RESULTS.md): oneDNN's own blocked
      * layouts (format "any"; 16-channel blocks with AVX-512), reordered
      * from/to NCDHW around the primitive, are 2-4x faster than its plain-layout
-     * (gemm-based) convolutions wherever the channel counts fill the blocks.
-     * Blocking pads a side with fewer than 16 channels per group to 16, which
-     * loses: plain layouts for every pass when Cout/groups < 16 (e.g. the
-     * segmentation head) and for backward-data when Cin/groups < 16 (e.g. the
+     * (gemm-based) convolutions wherever the channel counts fill the blocks,
+     * and still 3-5x faster with 8 channels (padded to a block of 16; the
+     * 8-feature top level of configs/default.yaml, "CPU training step vs
+     * PyTorch"). With fewer than 8 channels per group blocking pads too much
+     * and loses: plain layouts for every pass when Cout/groups < 8 (e.g. the
+     * segmentation head) and for backward-data when Cin/groups < 8 (e.g. the
      * first layer; its forward and filter gradient stay blocked, oneDNN then
      * reads the plain input directly). The forward pass of a "patchify"
      * convolution (kernel == stride, no padding or dilation: the k2 s2
@@ -199,8 +249,8 @@ static conv_entry *entry_create(const conv_key *k) {
     int patchify = 1;
     for (int j = 0; j < 3; j++)
         patchify = patchify && k->k[j] == k->stride[j] && k->pad[j] == 0 && k->dil[j] == 1;
-    const int plain = k->cout / k->groups < 16 ||
-                      (k->pass == PASS_BWD_DATA && k->cin / k->groups < 16) ||
+    const int plain = k->cout / k->groups < 8 ||
+                      (k->pass == PASS_BWD_DATA && k->cin / k->groups < 8) ||
                       (k->pass == PASS_FWD && patchify);
     if (plain) {
         m.src_any = m.src;
@@ -214,29 +264,30 @@ static conv_entry *entry_create(const conv_key *k) {
     DNNL_CHECK(dnnl_primitive_attr_create(&attr));
     DNNL_CHECK(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
 
-    /* The forward descriptor: the primitive itself for PASS_FWD, the hint
-     * oneDNN requires for the backward passes. */
-    dnnl_convolution_desc_t fd;
-    DNNL_CHECK(dnnl_dilated_convolution_forward_desc_init(
-        &fd, dnnl_forward_training, dnnl_convolution_direct, &m.src_any, &m.wei_any,
-        has_bias ? &m.bias_any : NULL, &m.dst_any, strides, dil, pad_l, pad_r));
-    dnnl_primitive_desc_t fpd;
-    DNNL_CHECK(dnnl_primitive_desc_create(&fpd, &fd, k->pass == PASS_FWD ? attr : NULL,
-                                          g_conv.engine, NULL));
-
-    dnnl_primitive_desc_t pd = fpd;
-    if (k->pass == PASS_BWD_DATA) {
-        dnnl_convolution_desc_t bd;
-        DNNL_CHECK(dnnl_dilated_convolution_backward_data_desc_init(
-            &bd, dnnl_convolution_direct, &m.src_any, &m.wei_any, &m.dst_any, strides, dil, pad_l,
-            pad_r));
-        DNNL_CHECK(dnnl_primitive_desc_create(&pd, &bd, attr, g_conv.engine, fpd));
-    } else if (k->pass == PASS_BWD_WEIGHTS) {
-        dnnl_convolution_desc_t wd;
-        DNNL_CHECK(dnnl_dilated_convolution_backward_weights_desc_init(
-            &wd, dnnl_convolution_direct, &m.src_any, &m.wei_any, has_bias ? &m.bias_any : NULL,
-            &m.dst_any, strides, dil, pad_l, pad_r));
-        DNNL_CHECK(dnnl_primitive_desc_create(&pd, &wd, attr, g_conv.engine, fpd));
+    dnnl_primitive_desc_t fpd, pd;
+    DNNL_CHECK(pd_create(&pd, &fpd, k, &m, attr, strides, dil, pad_l, pad_r));
+    /* With format "any" oneDNN 2.6 has no blocked kernel for some problems
+     * (seen: backward-weights with 8 input channels, 8 -> 8 k3 and 8 -> 16
+     * k3 s2) and falls back to im2col + gemm on plain layouts, 4.6x slower
+     * at 8 -> 8 (40^3, N 2) than its channels-last (ndhwc) kernel: ask for
+     * channels-last activations then, and keep whichever is not a fallback
+     * (the choice is made once per problem; tests/test_conv.c covers it). */
+    if (!plain && pd_is_fallback(pd)) {
+        conv_mds mc = m;
+        int64_t sd[5] = {k->n, k->cin, in_eff[0], in_eff[1], in_eff[2]};
+        int64_t dd[5] = {k->n, k->cout, k->out[0], k->out[1], k->out[2]};
+        md_init(&mc.src_any, 5, sd, dnnl_ndhwc);
+        md_init(&mc.dst_any, 5, dd, dnnl_ndhwc);
+        dnnl_primitive_desc_t fpd2, pd2;
+        if (pd_create(&pd2, &fpd2, k, &mc, attr, strides, dil, pad_l, pad_r) == dnnl_success) {
+            if (pd_is_fallback(pd2)) {
+                pd_destroy(pd2, fpd2);
+            } else {
+                pd_destroy(pd, fpd);
+                pd = pd2;
+                fpd = fpd2;
+            }
+        }
     }
 
     conv_entry *e = calloc(1, sizeof *e);
@@ -278,8 +329,7 @@ static conv_entry *entry_create(const conv_key *k) {
     }
     e->arena_bytes = used;
     DNNL_CHECK(dnnl_primitive_create(&e->prim, pd));
-    if (pd != fpd) DNNL_CHECK(dnnl_primitive_desc_destroy(pd));
-    DNNL_CHECK(dnnl_primitive_desc_destroy(fpd));
+    pd_destroy(pd, fpd);
     DNNL_CHECK(dnnl_primitive_attr_destroy(attr));
     return e;
 }
