@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/json.h"
 #include "core/rng.h"
 
 #define FPRINT_STREAM_TAG 0x46505254ull /* "FPRT" */
@@ -17,25 +18,25 @@
 
 const char *mt_norm_scheme_name(mt_norm_scheme s) {
     switch (s) {
-    case MT_NORM_ZSCORE: return "zscore";
-    case MT_NORM_CT: return "ct";
-    case MT_NORM_NONE: return "none";
+    case MT_NORM_SCHEME_ZSCORE: return "zscore";
+    case MT_NORM_SCHEME_CT: return "ct";
+    case MT_NORM_SCHEME_NONE: return "none";
     }
     return "unknown";
 }
 
 mt_status mt_norm_scheme_parse(const char *s, mt_norm_scheme *out) {
-    if (!strcmp(s, "zscore")) *out = MT_NORM_ZSCORE;
-    else if (!strcmp(s, "ct")) *out = MT_NORM_CT;
-    else if (!strcmp(s, "none")) *out = MT_NORM_NONE;
+    if (!strcmp(s, "zscore")) *out = MT_NORM_SCHEME_ZSCORE;
+    else if (!strcmp(s, "ct")) *out = MT_NORM_SCHEME_CT;
+    else if (!strcmp(s, "none")) *out = MT_NORM_SCHEME_NONE;
     else return mt_error_set(MT_ERR_INVALID, "unknown normalisation scheme '%s' (zscore, ct, none)", s);
     return MT_OK;
 }
 
 mt_norm_scheme mt_norm_scheme_for_channel(const char *name) {
-    if (!strcasecmp(name, "CT")) return MT_NORM_CT;
-    if (!strcmp(name, "noNorm")) return MT_NORM_NONE;
-    return MT_NORM_ZSCORE;
+    if (!strcasecmp(name, "CT")) return MT_NORM_SCHEME_CT;
+    if (!strcmp(name, "noNorm")) return MT_NORM_SCHEME_NONE;
+    return MT_NORM_SCHEME_ZSCORE;
 }
 
 /* ------------------------------------------------------------- helpers */
@@ -211,7 +212,7 @@ void mt_preprocess_normalize_(mt_tensor *image, const mt_tensor *mask, const mt_
         const mt_norm_params *pp = &plan->norm[c];
         mt_norm_params p = *pp;
         float *x = xp + c * n;
-        if (p.scheme == MT_NORM_NONE) {
+        if (p.scheme == MT_NORM_SCHEME_NONE) {
             p.use_mask = 0;
             p.mean = 0;
             p.std = 1;
@@ -220,7 +221,7 @@ void mt_preprocess_normalize_(mt_tensor *image, const mt_tensor *mask, const mt_
             out[c] = p;
             continue;
         }
-        if (p.scheme == MT_NORM_ZSCORE) {
+        if (p.scheme == MT_NORM_SCHEME_ZSCORE) {
             int use_mask = p.use_mask && m;
             int64_t cnt = 0;
             double s = 0;
@@ -756,7 +757,7 @@ mt_status mt_prep_plan_init(mt_prep_plan *plan, const mt_fingerprint *fp, const 
         p->std = 1;
         p->clip_lo = -HUGE_VAL;
         p->clip_hi = HUGE_VAL;
-        if (schemes[c] == MT_NORM_CT) {
+        if (schemes[c] == MT_NORM_SCHEME_CT) {
             const mt_intensity_stats *s = &fp->stats[c];
             if (s->n == 0)
                 return mt_error_set(MT_ERR_INVALID, "plan: CT channel %d has no foreground voxels to take statistics from", c);
@@ -764,9 +765,140 @@ mt_status mt_prep_plan_init(mt_prep_plan *plan, const mt_fingerprint *fp, const 
             p->std = s->std > 1e-8 ? s->std : 1e-8;
             p->clip_lo = s->p00_5;
             p->clip_hi = s->p99_5;
-        } else if (schemes[c] == MT_NORM_ZSCORE) {
+        } else if (schemes[c] == MT_NORM_SCHEME_ZSCORE) {
             p->use_mask = use_mask;
         }
     }
     return MT_OK;
+}
+
+/* ------------------------------------------------------- plan <-> JSON */
+
+char *mt_prep_plan_to_json(const mt_prep_plan *plan) {
+    sbuf b = {0};
+    sb_printf(&b, "{\"num_channels\": %d, \"axis_order\": \"D, H, W\", \"target_spacing\": ", plan->num_channels);
+    sb_vec3(&b, plan->target_spacing);
+    sb_printf(&b, ", \"order_image\": \"%s\", \"order_label\": \"%s\", \"order_aniso\": \"%s\", \"aniso_threshold\": ",
+              mt_interp_name(plan->order_image), mt_interp_name(plan->order_label), mt_interp_name(plan->order_aniso));
+    sb_num(&b, plan->aniso_threshold);
+    sb_printf(&b, ", \"norm\": [");
+    for (int c = 0; c < plan->num_channels && c < MT_PREP_MAX_CHANNELS; c++) {
+        const mt_norm_params *p = &plan->norm[c];
+        sb_printf(&b, "%s{\"scheme\": \"%s\", \"use_mask\": %s, \"mean\": ", c ? ", " : "", mt_norm_scheme_name(p->scheme),
+                  p->use_mask ? "true" : "false");
+        sb_num(&b, p->mean);
+        sb_printf(&b, ", \"std\": ");
+        sb_num(&b, p->std);
+        sb_printf(&b, ", \"clip\": [");
+        sb_num(&b, p->clip_lo);
+        sb_printf(&b, ", ");
+        sb_num(&b, p->clip_hi);
+        sb_printf(&b, "]}");
+    }
+    sb_printf(&b, "]}");
+    return b.s;
+}
+
+static mt_status interp_from_json(const mt_json *obj, const char *key, mt_interp *out, const char *what) {
+    const mt_json *v;
+    const char *s;
+    MT_TRY(mt_json_require(&v, obj, key));
+    MT_TRY(mt_json_as_string(v, &s, key));
+    if (!strcmp(s, "nearest")) *out = MT_INTERP_NEAREST;
+    else if (!strcmp(s, "linear")) *out = MT_INTERP_LINEAR;
+    else if (!strcmp(s, "cubic")) *out = MT_INTERP_CUBIC;
+    else
+        return mt_error_set(MT_ERR_FORMAT, "%s:%d:%d: %s.%s: expected \"nearest\", \"linear\" or \"cubic\", got \"%s\"",
+                            what, v->line, v->col, "plan", key, s);
+    return MT_OK;
+}
+
+/* A number, or null standing for `null_value` (non-finite values are written as null). */
+static mt_status num_or_null(const mt_json *v, double *out, double null_value, const char *what) {
+    if (v && v->type == MT_JSON_NULL) {
+        *out = null_value;
+        return MT_OK;
+    }
+    return mt_json_as_double(v, out, what);
+}
+
+mt_status mt_prep_plan_from_json_value(mt_prep_plan *plan, const mt_json *root) {
+    memset(plan, 0, sizeof *plan);
+    const char *what = root && root->source ? root->source : "<json>";
+    mt_status s = MT_OK;
+    const mt_json *v, *ts, *norm;
+    int64_t nc;
+    if ((s = mt_json_expect(root, MT_JSON_OBJECT, "plan")) || (s = mt_json_require(&v, root, "num_channels")) ||
+        (s = mt_json_as_int(v, &nc, "num_channels")))
+        goto done;
+    if (nc < 1 || nc > MT_PREP_MAX_CHANNELS) {
+        s = mt_error_set(MT_ERR_FORMAT, "%s:%d:%d: num_channels: %lld is outside 1..%d", what, v->line, v->col,
+                         (long long)nc, MT_PREP_MAX_CHANNELS);
+        goto done;
+    }
+    plan->num_channels = (int)nc;
+    if ((s = mt_json_require(&ts, root, "target_spacing")) || (s = mt_json_expect(ts, MT_JSON_ARRAY, "target_spacing")))
+        goto done;
+    if (mt_json_len(ts) != 3) {
+        s = mt_error_set(MT_ERR_FORMAT, "%s:%d:%d: target_spacing: expected 3 numbers, got %d", what, ts->line, ts->col,
+                         mt_json_len(ts));
+        goto done;
+    }
+    for (int a = 0; a < 3; a++)
+        if ((s = mt_json_as_double(mt_json_at(ts, a), &plan->target_spacing[a], "target_spacing"))) goto done;
+    if (!finite_pos3(plan->target_spacing)) {
+        s = mt_error_set(MT_ERR_FORMAT, "%s:%d:%d: target_spacing must be positive", what, ts->line, ts->col);
+        goto done;
+    }
+    if ((s = interp_from_json(root, "order_image", &plan->order_image, what)) ||
+        (s = interp_from_json(root, "order_label", &plan->order_label, what)) ||
+        (s = interp_from_json(root, "order_aniso", &plan->order_aniso, what)) ||
+        (s = mt_json_require(&v, root, "aniso_threshold")) ||
+        (s = mt_json_as_double(v, &plan->aniso_threshold, "aniso_threshold")))
+        goto done;
+    if ((s = mt_json_require(&norm, root, "norm")) || (s = mt_json_expect(norm, MT_JSON_ARRAY, "norm"))) goto done;
+    if (mt_json_len(norm) != plan->num_channels) {
+        s = mt_error_set(MT_ERR_FORMAT, "%s:%d:%d: norm: %d entries for %d channels", what, norm->line, norm->col,
+                         mt_json_len(norm), plan->num_channels);
+        goto done;
+    }
+    for (int c = 0; c < plan->num_channels; c++) {
+        const mt_json *e = mt_json_at(norm, c), *clip;
+        mt_norm_params *p = &plan->norm[c];
+        const char *name;
+        char w[32];
+        snprintf(w, sizeof w, "norm[%d]", c);
+        if ((s = mt_json_expect(e, MT_JSON_OBJECT, w)) || (s = mt_json_require(&v, e, "scheme")) ||
+            (s = mt_json_as_string(v, &name, "scheme")))
+            goto done;
+        if (mt_norm_scheme_parse(name, &p->scheme) != MT_OK) {
+            s = mt_error_set(MT_ERR_FORMAT, "%s:%d:%d: %s.scheme: unknown scheme \"%s\" (zscore, ct, none)", what,
+                             v->line, v->col, w, name);
+            goto done;
+        }
+        if ((s = mt_json_require(&v, e, "use_mask")) || (s = mt_json_as_bool(v, &p->use_mask, "use_mask")) ||
+            (s = mt_json_require(&v, e, "mean")) || (s = num_or_null(v, &p->mean, NAN, "mean")) ||
+            (s = mt_json_require(&v, e, "std")) || (s = num_or_null(v, &p->std, NAN, "std")) ||
+            (s = mt_json_require(&clip, e, "clip")) || (s = mt_json_expect(clip, MT_JSON_ARRAY, "clip")))
+            goto done;
+        if (mt_json_len(clip) != 2) {
+            s = mt_error_set(MT_ERR_FORMAT, "%s:%d:%d: %s.clip: expected [lo, hi]", what, clip->line, clip->col, w);
+            goto done;
+        }
+        if ((s = num_or_null(mt_json_at(clip, 0), &p->clip_lo, -HUGE_VAL, "clip[0]")) ||
+            (s = num_or_null(mt_json_at(clip, 1), &p->clip_hi, HUGE_VAL, "clip[1]")))
+            goto done;
+    }
+done:
+    if (s != MT_OK) memset(plan, 0, sizeof *plan);
+    return s;
+}
+
+mt_status mt_prep_plan_from_json(mt_prep_plan *plan, const char *json, const char *what) {
+    memset(plan, 0, sizeof *plan);
+    mt_json *root = NULL;
+    MT_TRY(mt_json_parse(&root, json, strlen(json), what));
+    mt_status s = mt_prep_plan_from_json_value(plan, root);
+    mt_json_free(root);
+    return s;
 }

@@ -12,15 +12,15 @@
  *  2. crop to the mask's bounding box [lo, hi) per axis (the whole volume
  *     when the mask is empty); the box is kept in the geometry;
  *  3. normalisation per channel (mt_norm_scheme):
- *     - MT_NORM_CT:     clip to the dataset's foreground [p0.5, p99.5], then
+ *     - MT_NORM_SCHEME_CT:     clip to the dataset's foreground [p0.5, p99.5], then
  *                       (x - mean) / max(std, 1e-8) with the dataset's
  *                       foreground mean/std (from the fingerprint);
- *     - MT_NORM_ZSCORE: (x - mean) / max(std, 1e-8) with the case's own
+ *     - MT_NORM_SCHEME_ZSCORE: (x - mean) / max(std, 1e-8) with the case's own
  *                       mean/std; with use_mask, mean/std are taken over the
  *                       non-zero mask only and voxels outside it are set to 0
  *                       (nnU-Net: use_mask_for_norm when the median cropped
  *                       volume is < 3/4 of the original);
- *     - MT_NORM_NONE:   unchanged;
+ *     - MT_NORM_SCHEME_NONE:   unchanged;
  *     the parameters used are returned per channel (mt_norm_params);
  *  4. resampling to the target spacing: shape max(1, round(shape * spacing
  *     / target)) (data/resample.h, centres alignment). Images use
@@ -55,6 +55,7 @@
 
 #include <stdint.h>
 
+#include "core/json.h"
 #include "core/status.h"
 #include "core/tensor.h"
 #include "data/resample.h"
@@ -65,7 +66,7 @@ extern "C" {
 
 #define MT_PREP_MAX_CHANNELS 16
 
-typedef enum { MT_NORM_ZSCORE = 0, MT_NORM_CT = 1, MT_NORM_NONE = 2 } mt_norm_scheme;
+typedef enum { MT_NORM_SCHEME_ZSCORE = 0, MT_NORM_SCHEME_CT = 1, MT_NORM_SCHEME_NONE = 2 } mt_norm_scheme;
 
 /* "zscore", "ct", "none". */
 const char *mt_norm_scheme_name(mt_norm_scheme s);
@@ -217,6 +218,26 @@ void mt_fingerprint_target_spacing(double target[3], const mt_fingerprint *fp, i
  * target spacing given (NULL: the median), default orders and threshold. */
 mt_status mt_prep_plan_init(mt_prep_plan *plan, const mt_fingerprint *fp, const mt_norm_scheme *schemes,
                             const double *target_spacing);
+
+/* ------------------------------------------------------ plan as JSON */
+
+/* The plan as one JSON object (malloc'd text):
+ *   {"num_channels": C, "axis_order": "D, H, W", "target_spacing": [d, h, w],
+ *    "order_image": "cubic", "order_label": "linear", "order_aniso": "nearest",
+ *    "aniso_threshold": 3,
+ *    "norm": [{"scheme": "zscore", "use_mask": false, "mean": 0, "std": 1,
+ *              "clip": [lo, hi]}, ...]}
+ * Non-finite numbers are written as null: a null clip bound means no
+ * clipping on that side (-inf / +inf); numbers are written so that they read
+ * back exactly. */
+char *mt_prep_plan_to_json(const mt_prep_plan *plan);
+/* Parses that text into *plan (zeroed on error). Errors (MT_ERR_FORMAT) read
+ * "<what>:<line>:<col>: <key>: <problem>"; what names the text (e.g.
+ * "model.safetensors: metadata \"preprocess\""). */
+mt_status mt_prep_plan_from_json(mt_prep_plan *plan, const char *json, const char *what);
+/* The same from a parsed JSON object (e.g. a member of a larger document);
+ * messages name obj's source. */
+mt_status mt_prep_plan_from_json_value(mt_prep_plan *plan, const mt_json *obj);
 
 #ifdef __cplusplus
 }

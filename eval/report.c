@@ -13,7 +13,12 @@
 
 /* ------------------------------------------------------- atomic writes */
 
-typedef void (*emit_fn)(FILE *f, const mt_eval_results *res);
+typedef struct {
+    const mt_eval_results *res;
+    const char *extra; /* JSON members inserted into the summary object, or NULL */
+} emit_ctx;
+
+typedef void (*emit_fn)(FILE *f, const emit_ctx *ctx);
 
 static void fsync_parent_dir(const char *path) {
     const char *slash = strrchr(path, '/');
@@ -35,7 +40,7 @@ static void fsync_parent_dir(const char *path) {
     }
 }
 
-static mt_status write_atomic(const char *path, emit_fn emit, const mt_eval_results *res) {
+static mt_status write_atomic(const char *path, emit_fn emit, const emit_ctx *res) {
     if (!path || !*path) return mt_error_set(MT_ERR_INVALID, "eval report: empty output path");
     size_t n = strlen(path) + 32;
     char *tmp = malloc(n);
@@ -111,7 +116,8 @@ static const mt_metric csv_order[MT_METRIC_COUNT] = {
     MT_METRIC_DICE,        MT_METRIC_IOU,         MT_METRIC_HD95,      MT_METRIC_ASD,
     MT_METRIC_SENSITIVITY, MT_METRIC_SPECIFICITY, MT_METRIC_PRECISION, MT_METRIC_NPV};
 
-static void emit_csv(FILE *f, const mt_eval_results *res) {
+static void emit_csv(FILE *f, const emit_ctx *ctx) {
+    const mt_eval_results *res = ctx->res;
     fputs("case,class,label", f);
     for (int m = 0; m < MT_METRIC_COUNT; m++) fprintf(f, ",%s", mt_metric_name(csv_order[m]));
     fputs(",tp,fp,fn,tn\n", f);
@@ -132,7 +138,8 @@ static void emit_csv(FILE *f, const mt_eval_results *res) {
 }
 
 mt_status mt_eval_write_csv(const char *path, const mt_eval_results *res) {
-    MT_TRY(write_atomic(path, emit_csv, res));
+    emit_ctx ctx = {res, NULL};
+    MT_TRY(write_atomic(path, emit_csv, &ctx));
     return MT_OK;
 }
 
@@ -157,8 +164,11 @@ static void json_string(FILE *f, const char *s) {
     fputc('"', f);
 }
 
-static void emit_json(FILE *f, const mt_eval_results *res) {
-    fprintf(f, "{\n  \"n_cases\": %d,\n  \"metrics\": [", res->n_cases);
+static void emit_json(FILE *f, const emit_ctx *ctx) {
+    const mt_eval_results *res = ctx->res;
+    fprintf(f, "{\n  \"n_cases\": %d,\n", res->n_cases);
+    if (ctx->extra && *ctx->extra) fprintf(f, "  %s,\n", ctx->extra);
+    fputs("  \"metrics\": [", f);
     for (int m = 0; m < MT_METRIC_COUNT; m++)
         fprintf(f, "%s\"%s\"", m ? ", " : "", mt_metric_name(csv_order[m]));
     fputs("],\n", f);
@@ -217,6 +227,11 @@ static void emit_json(FILE *f, const mt_eval_results *res) {
 }
 
 mt_status mt_eval_write_json(const char *path, const mt_eval_results *res) {
-    MT_TRY(write_atomic(path, emit_json, res));
+    return mt_eval_write_json_ex(path, res, NULL);
+}
+
+mt_status mt_eval_write_json_ex(const char *path, const mt_eval_results *res, const char *extra) {
+    emit_ctx ctx = {res, extra};
+    MT_TRY(write_atomic(path, emit_json, &ctx));
     return MT_OK;
 }

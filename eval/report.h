@@ -33,6 +33,10 @@ extern "C" {
 
 mt_status mt_eval_write_csv(const char *path, const mt_eval_results *res);
 mt_status mt_eval_write_json(const char *path, const mt_eval_results *res);
+/* The same JSON with extra members right after "n_cases": extra is their
+ * text without the surrounding braces, e.g. "\"weights\": \"m.safetensors\",
+ * \"split\": \"dev\"" (NULL or "": none). */
+mt_status mt_eval_write_json_ex(const char *path, const mt_eval_results *res, const char *extra);
 
 #ifdef __cplusplus
 }

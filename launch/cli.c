@@ -5,6 +5,8 @@
  *   medtrain config --print [CONFIG.yaml] [--set KEY=VALUE]...
  *   medtrain config --check [CONFIG.yaml] [--set KEY=VALUE]...
  *   medtrain prepare DATASET_DIR OUT.h5 [--spacing X,Y,Z] [--threads N] (launch/prepare.c)
+ *   medtrain predict WEIGHTS.safetensors INPUT OUTPUT [...] (launch/predict.c)
+ *   medtrain evaluate WEIGHTS.safetensors (STORE.h5 | DATASET_DIR) --split S --out DIR [...] (launch/evaluate.c)
  *   medtrain --help | --version
  *
  * Without a config file the built-in defaults are used (the schema defaults,
@@ -20,7 +22,9 @@
 
 #include "core/backend.h"
 #include "launch/config.h"
+#include "launch/evaluate.h"
 #include "launch/fsutil.h"
+#include "launch/predict.h"
 #include "launch/prepare.h"
 #include "launch/train.h"
 
@@ -34,6 +38,9 @@ static void print_usage(FILE *fp) {
             "       medtrain config --print [CONFIG.yaml] [--set KEY=VALUE]...\n"
             "       medtrain config --check [CONFIG.yaml] [--set KEY=VALUE]...\n"
             "       medtrain prepare DATASET_DIR OUT.h5 [--spacing X,Y,Z] [--threads N] (see prepare --help)\n"
+            "       medtrain predict WEIGHTS.safetensors INPUT OUTPUT [--overlap X] [--mirror] (see predict --help)\n"
+            "       medtrain evaluate WEIGHTS.safetensors (STORE.h5 | DATASET_DIR) --split S --out DIR\n"
+            "                [--splits FILE] [--mirror] (see evaluate --help)\n"
             "       medtrain --help | --version\n"
             "\n"
             "Trains a 3D segmentation model described by CONFIG.yaml (without one: the built-in\n"
@@ -121,7 +128,7 @@ static int parse_args(cli_args *a, int argc, char **argv, int first, int is_conf
             return usage_error("unexpected argument '%s' (only one config file is read)", arg);
         } else {
             if (implicit_train && i == first && !has_yaml_ext(arg) && !mt_fs_is_file(arg))
-                return usage_error("unknown command '%s' (commands: train, config, prepare; a config file ends in .yaml)",
+                return usage_error("unknown command '%s' (commands: train, config, prepare, predict, evaluate; a config file ends in .yaml)",
                                    arg);
             a->config = arg;
         }
@@ -252,6 +259,8 @@ int mt_cli_main(int argc, char **argv) {
         return 0;
     }
     if (argc >= 2 && !strcmp(argv[1], "prepare")) return mt_prepare_cli(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "predict")) return mt_predict_cli(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "evaluate")) return mt_evaluate_cli(argc - 1, argv + 1);
     cli_args a;
     memset(&a, 0, sizeof a);
     a.sets = calloc((size_t)argc + 1, sizeof *a.sets);

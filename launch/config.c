@@ -45,7 +45,22 @@ static const mt_cfg_schema_entry g_schema[] = {
     E_("data.source", "phantom", "phantom|hdf5",
        "Training data: phantom = synthetic 3D shapes generated in memory; hdf5 = a store written by "
        "`medtrain prepare` (data.hdf5.path)."),
-    S_("data.hdf5.path", "\"\"", "HDF5 store to train on when data.source is hdf5."),
+    S_("data.hdf5.path", "\"\"",
+       "HDF5 store written by `medtrain prepare`, used when data.source is hdf5 (relative paths are "
+       "relative to the working directory)."),
+    S_("data.hdf5.prepare_from", "\"\"",
+       "MSD / nnU-Net dataset folder: when data.hdf5.path does not exist yet, training first prepares "
+       "it from this folder with `medtrain prepare`'s defaults. \"\" = the store must exist."),
+    S_("data.splits", "\"\"",
+       "hdf5: splits file (holdout / dev / folds, or nnU-Net's splits_final.json) choosing the training "
+       "and validation cases by data.fold; holdout cases are never used. \"\" = train on every case of "
+       "the store except the last data.val_cases, which validate."),
+    I_("data.fold", "0", -1, 99,
+       "With data.splits: train on folds[fold].train and validate on folds[fold].val; -1 = train on "
+       "all of dev without validation."),
+    I_("data.num_workers", "2", 1, 256,
+       "Loader threads that sample and augment batches ahead of the training step."),
+    I_("data.queue", "4", 1, 1024, "Batches the loader prepares ahead of the training step."),
     I_("data.phantom.num_cases", "16", 1, 100000, "Number of synthetic phantom volumes."),
     IL_("data.phantom.shape", "[40, 40, 40]", 8, 1024, 3, 3, "Phantom volume size D, H, W (voxels)."),
     I_("data.phantom.num_classes", "3", 2, 16, "Label classes of the phantom, background included."),
@@ -53,9 +68,27 @@ static const mt_cfg_schema_entry g_schema[] = {
     IL_("data.patch_size", "[40, 40, 40]", 4, 1024, 3, 3,
         "Training patch size D, H, W; each must be divisible by 2^(number of U-Net levels - 1)."),
     I_("data.val_cases", "4", 0, 100000,
-       "Cases held out for validation (the last ones of the data set); 0 = no validation."),
+       "Cases held out for validation (the last ones of the data set); 0 = no validation. Not used "
+       "when data.splits is set."),
     F_("data.foreground_oversample", "0.33", 0, 1, 0,
        "Fraction of patches forced to contain foreground (nnU-Net uses 0.33)."),
+    /* --- augment (data/augment.h; probabilities per sample, nnU-Net's defaults) --- */
+    F_("augment.p_rotation", "0.2", 0, 1, 0, "Probability of a random rotation."),
+    FL_("augment.rotation_deg", "[30, 30, 30]", 0, 180, 0, 3, 3,
+        "Rotation angle range about the D, H, W axes: uniform in [-r, r] degrees."),
+    F_("augment.p_scale", "0.2", 0, 1, 0, "Probability of a random isotropic scaling."),
+    FL_("augment.scale_range", "[0.7, 1.4]", 0.05, 20, 0, 2, 2,
+        "Scale range [lo, hi] (lo <= 1 <= hi); < 1 zooms in."),
+    F_("augment.p_elastic", "0", 0, 1, 0, "Probability of an elastic deformation (alpha 0..900, sigma 9..13)."),
+    FL_("augment.p_flip", "[0.5, 0.5, 0.5]", 0, 1, 0, 3, 3, "Probability of mirroring along D, H, W."),
+    F_("augment.p_rot90", "0", 0, 1, 0, "Probability of a k * 90 degree rotation (planes where the patch is cubic)."),
+    F_("augment.p_noise", "0.1", 0, 1, 0, "Probability of additive Gaussian noise (std 0..0.1)."),
+    F_("augment.p_blur", "0.2", 0, 1, 0, "Probability of Gaussian blur (sigma 0.5..1 voxels)."),
+    F_("augment.p_brightness", "0.15", 0, 1, 0, "Probability of a multiplicative brightness change (0.75..1.25)."),
+    F_("augment.p_contrast", "0.15", 0, 1, 0, "Probability of a contrast change (0.75..1.25)."),
+    F_("augment.p_lowres", "0.25", 0, 1, 0, "Probability of simulated low resolution (zoom 0.5..1)."),
+    F_("augment.p_gamma", "0.3", 0, 1, 0, "Probability of a gamma transform (0.7..1.5)."),
+    F_("augment.p_gamma_inverted", "0.1", 0, 1, 0, "Probability of a gamma transform of the inverted image."),
     /* --- model --- */
     E_("model.name", "unet3d", "unet3d", "Network architecture."),
     I_("model.in_channels", "1", 1, 256, "Input channels (image modalities)."),
@@ -115,7 +148,17 @@ static const mt_cfg_schema_entry g_schema[] = {
     I_("train.keep_checkpoints", "3", 0, 100000, "Step checkpoints kept on disk (the newest); 0 = all."),
     I_("train.val_every", "100", 0, BIG, "Validate every N steps; 0 = only at the end."),
     I_("train.eval_cases", "0", 0, 100000,
-       "Validation cases evaluated at each validation; 0 = all of data.val_cases."),
+       "Validation cases evaluated at each validation; 0 = all validation cases."),
+    F_("train.time_limit_min", "0", 0, 1e9, 0,
+       "Stop training after this many minutes of wall time (validation included), then validate and "
+       "save as at the end; 0 = no limit. The schedules still count train.steps."),
+    S_("train.early_stop.monitor", "val_dice_mean",
+       "Validation metric that selects model_best.safetensors and drives early stopping: "
+       "val_dice_mean or val_dice_<class name>."),
+    E_("train.early_stop.mode", "max", "max|min", "Whether a larger (max) or smaller (min) monitor value is better."),
+    I_("train.early_stop.patience", "0", 0, 1000000,
+       "Stop after this many validations without improvement of the monitor; 0 = never stop early."),
+    F_("train.early_stop.min_delta", "0", 0, 1e9, 0, "Smallest change of the monitor that counts as an improvement."),
 };
 #define NSCHEMA ((int)(sizeof g_schema / sizeof g_schema[0]))
 
@@ -960,6 +1003,8 @@ mt_status mt_config_check(const mt_config *cfg) {
                                    "%lld (%c) is not divisible by 2^(levels-1) = %lld (model.features has %d levels)",
                                    (long long)patch[d], axes[d], (long long)div, nf);
     const char *source = mt_config_get_string(cfg, "data.source");
+    if (strcmp(source, "hdf5") && *mt_config_get_string(cfg, "data.splits"))
+        return mt_config_error(cfg, "data.splits", "applies to data.source hdf5 only (data.source is %s)", source);
     if (!strcmp(source, "phantom")) {
         for (int d = 0; d < np; d++)
             if (patch[d] > shape[d])
@@ -981,6 +1026,7 @@ mt_status mt_config_check(const mt_config *cfg) {
     } else if (!strcmp(source, "hdf5")) {
         if (!*mt_config_get_string(cfg, "data.hdf5.path"))
             return mt_config_error(cfg, "data.hdf5.path", "must be set when data.source is hdf5");
+
     }
     if (!strcmp(mt_config_get_string(cfg, "model.norm"), "group")) {
         int64_t g = mt_config_get_int(cfg, "model.groups");
@@ -991,7 +1037,8 @@ mt_status mt_config_check(const mt_config *cfg) {
     }
     int64_t eval = mt_config_get_int(cfg, "train.eval_cases");
     int64_t val = mt_config_get_int(cfg, "data.val_cases");
-    if (eval > val)
+    int with_splits = !strcmp(source, "hdf5") && *mt_config_get_string(cfg, "data.splits");
+    if (!with_splits && eval > val)
         return mt_config_error(cfg, "train.eval_cases", "%lld is more than data.val_cases = %lld", (long long)eval,
                                (long long)val);
     int64_t steps = mt_config_get_int(cfg, "train.steps");

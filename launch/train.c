@@ -1,13 +1,28 @@
 /* The training loop: config -> data -> model -> loss -> optimizer/schedule
  * -> steps with logging, validation and checkpoints -> final weights.
  *
+ * Data: the synthetic phantom (generated in memory) or a prepared HDF5 store
+ * (`medtrain prepare`; optionally prepared on first use), split into
+ * training and validation cases by data.splits / data.fold or by
+ * data.val_cases; every case is held in memory. Batches come from the
+ * threaded loader (data/loader.h: patch sampling with foreground
+ * oversampling, then augmentation).
+ *
+ * Validation (every train.val_every steps and at the end): sliding-window
+ * Dice per class on the validation cases; the monitored metric
+ * (train.early_stop.*) selects model_best.safetensors and stops training
+ * early after `patience` validations without improvement. The final
+ * weights go to model.safetensors.
+ *
  * Determinism: a run is a function of the config. Parameters are initialised
- * from run.seed; patches come from one Philox stream (rng, saved in
- * checkpoints); so `--resume` continues with exactly the losses an
+ * from run.seed; batch k is a pure function of (run.seed, rank, k) whatever
+ * the loader's worker count; the early-stopping state is saved in
+ * checkpoints; so `--resume` continues with exactly the losses an
  * uninterrupted run would have produced (same thread count).
  */
 #include "launch/train.h"
 
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,12 +31,17 @@
 
 #include "core/alloc.h"
 #include "core/backend.h"
+#include "data/augment.h"
+#include "data/h5store.h"
+#include "data/loader.h"
+#include "data/msd.h"
 #include "data/phantom.h"
 #include "data/sampler.h"
 #include "eval/postprocess.h"
 #include "eval/sliding_window.h"
 #include "launch/checkpoint.h"
 #include "launch/fsutil.h"
+#include "launch/prepare.h"
 #include "layers/models/unet3d.h"
 #include "losses/losses.h"
 #include "optim/optim.h"
@@ -46,7 +66,7 @@ static void fmt_duration(char *buf, size_t n, double s) {
 
 /* ------------------------------------------------------------ building */
 
-static mt_status model_config_from(const mt_config *cfg, mt_unet3d_config *mc) {
+mt_status mt_train_model_config(const mt_config *cfg, mt_unet3d_config *mc) {
     mt_unet3d_config_default(mc);
     int nf;
     const int64_t *f = mt_config_get_int_list(cfg, "model.features", &nf);
@@ -133,13 +153,330 @@ static mt_status optim_from(const mt_config *cfg, mt_optim *opt, mt_module *mode
     return MT_OK;
 }
 
+/* ------------------------------------------------------------------ data */
+
+/* Cases held in memory: images (C, D, H, W) f32, labels (1, D, H, W) u8. */
+typedef struct {
+    int n;
+    mt_tensor **images;
+    mt_tensor **labels;
+    char **ids;
+} case_list;
+
+static void case_list_alloc(case_list *l, int n) {
+    l->n = n;
+    size_t m = (size_t)(n > 0 ? n : 1);
+    l->images = calloc(m, sizeof *l->images);
+    l->labels = calloc(m, sizeof *l->labels);
+    l->ids = calloc(m, sizeof *l->ids);
+    MT_CHECK(l->images && l->labels && l->ids);
+}
+
+static void case_list_free(case_list *l) {
+    for (int k = 0; k < l->n; k++) {
+        mt_tensor_release(l->images[k]);
+        mt_tensor_release(l->labels[k]);
+        free(l->ids[k]);
+    }
+    free(l->images);
+    free(l->labels);
+    free(l->ids);
+    memset(l, 0, sizeof *l);
+}
+
+/* What the data section of the config resolved to. */
+typedef struct {
+    case_list train, val;
+    int num_channels, num_classes;
+    char **class_names;      /* [num_classes] */
+    char **metric_names;     /* [num_classes]: "val_dice_<sanitised class name>" */
+    mt_h5store_meta *store;  /* hdf5: the store's meta (for the weight file), else NULL */
+    char desc[512];          /* one line for the log */
+} dataset;
+
+static void dataset_free(dataset *d) {
+    case_list_free(&d->train);
+    case_list_free(&d->val);
+    for (int c = 0; c < d->num_classes; c++) {
+        if (d->class_names) free(d->class_names[c]);
+        if (d->metric_names) free(d->metric_names[c]);
+    }
+    free(d->class_names);
+    free(d->metric_names);
+    if (d->store) {
+        mt_h5store_meta_free(d->store);
+        free(d->store);
+    }
+    memset(d, 0, sizeof *d);
+}
+
+/* "val_dice_" + the class name in lower case, other characters -> '_'. */
+static char *metric_name(const char *cls) {
+    size_t n = strlen(cls);
+    char *m = malloc(n + 16);
+    MT_CHECK(m);
+    strcpy(m, "val_dice_");
+    char *p = m + 9;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)cls[i];
+        p[i] = isalnum(ch) ? (char)tolower(ch) : '_';
+    }
+    p[n] = 0;
+    return m;
+}
+
+static void dataset_set_classes(dataset *d, int num_classes, const char *const *names) {
+    d->num_classes = num_classes;
+    d->class_names = calloc((size_t)num_classes, sizeof *d->class_names);
+    d->metric_names = calloc((size_t)num_classes, sizeof *d->metric_names);
+    MT_CHECK(d->class_names && d->metric_names);
+    for (int c = 0; c < num_classes; c++) {
+        char buf[32];
+        snprintf(buf, sizeof buf, "class%d", c);
+        const char *nm = names && names[c] && *names[c] ? names[c] : buf;
+        d->class_names[c] = strdup(nm);
+        d->metric_names[c] = metric_name(nm);
+        MT_CHECK(d->class_names[c]);
+    }
+}
+
+static mt_status load_phantom(dataset *d, const mt_config *cfg) {
+    mt_phantom_config pc;
+    mt_phantom_config_default(&pc);
+    int ns;
+    const int64_t *shape = mt_config_get_int_list(cfg, "data.phantom.shape", &ns);
+    for (int a = 0; a < 3; a++) pc.shape[a] = shape[a];
+    pc.num_classes = (int)mt_config_get_int(cfg, "data.phantom.num_classes");
+    pc.seed = (uint64_t)mt_config_get_int(cfg, "data.phantom.seed");
+    if (mt_phantom_config_check(&pc) != MT_OK) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", mt_error_msg());
+        return mt_config_error(cfg, "data.phantom.shape", "%s", msg);
+    }
+    int n_cases = (int)mt_config_get_int(cfg, "data.phantom.num_cases");
+    int n_val = (int)mt_config_get_int(cfg, "data.val_cases");
+    int n_train = n_cases - n_val;
+    double t = now_s();
+    mt_phantom_dataset tr, va;
+    memset(&tr, 0, sizeof tr);
+    memset(&va, 0, sizeof va);
+    MT_TRY(mt_phantom_dataset_init(&tr, &pc, 0, n_train));
+    mt_status s = n_val > 0 ? mt_phantom_dataset_init(&va, &pc, n_train, n_val) : MT_OK;
+    if (s != MT_OK) {
+        mt_phantom_dataset_free(&tr);
+        return s;
+    }
+    mt_phantom_dataset *src[2] = {&tr, &va};
+    case_list *dst[2] = {&d->train, &d->val};
+    for (int k = 0; k < 2; k++) {
+        case_list_alloc(dst[k], src[k]->num_cases);
+        for (int i = 0; i < src[k]->num_cases; i++) {
+            dst[k]->images[i] = mt_tensor_retain(src[k]->images[i]);
+            dst[k]->labels[i] = mt_tensor_retain(src[k]->labels[i]);
+            char id[32];
+            snprintf(id, sizeof id, "phantom_%04lld", (long long)(src[k]->first_case + i));
+            dst[k]->ids[i] = strdup(id);
+        }
+    }
+    mt_phantom_dataset_free(&tr);
+    mt_phantom_dataset_free(&va);
+    const char *names[MT_PHANTOM_MAX_CLASSES + 1];
+    for (int c = 0; c < pc.num_classes; c++) names[c] = mt_phantom_class_name(c);
+    dataset_set_classes(d, pc.num_classes, names);
+    d->num_channels = 1;
+    snprintf(d->desc, sizeof d->desc,
+             "synthetic phantom, %d train + %d validation cases of %lldx%lldx%lld, %d classes (generated in %.1fs)",
+             n_train, n_val, (long long)pc.shape[0], (long long)pc.shape[1], (long long)pc.shape[2],
+             pc.num_classes, now_s() - t);
+    return MT_OK;
+}
+
+/* Store indices of the ids in list (errors name the splits file and id). */
+static mt_status ids_to_indices(int *out, const mt_msd_id_list *list, const mt_h5store *st, const char *splits) {
+    for (int k = 0; k < list->n; k++) {
+        out[k] = mt_h5store_find(st, list->ids[k]);
+        if (out[k] < 0)
+            return mt_error_set(MT_ERR_INVALID, "%s: case \"%s\" is not in the store %s", splits, list->ids[k],
+                                mt_h5store_path(st));
+    }
+    return MT_OK;
+}
+
+static mt_status load_cases(case_list *l, mt_h5store *st, const int *idx, int n) {
+    case_list_alloc(l, n);
+    for (int k = 0; k < n; k++) {
+        mt_tensor *img = NULL, *lab = NULL;
+        MT_TRY(mt_h5store_load_case(st, idx[k], &img, &lab, NULL));
+        l->images[k] = img;
+        l->labels[k] = lab;
+        l->ids[k] = strdup(mt_h5store_case_id(st, idx[k]));
+        MT_CHECK(l->ids[k]);
+    }
+    return MT_OK;
+}
+
+static mt_status load_store(dataset *d, const mt_config *cfg) {
+    const char *path = mt_config_get_string(cfg, "data.hdf5.path");
+    const char *from = mt_config_get_string(cfg, "data.hdf5.prepare_from");
+    if (!mt_fs_is_file(path)) {
+        if (!*from)
+            return mt_config_error(cfg, "data.hdf5.path",
+                                   "%s does not exist (create it with `medtrain prepare DATASET_DIR %s`, or set "
+                                   "data.hdf5.prepare_from to the dataset folder)",
+                                   path, path);
+        fprintf(stderr, "medtrain: %s does not exist: preparing it from %s\n", path, from);
+        char *dir = strdup(path);
+        MT_CHECK(dir);
+        char *slash = strrchr(dir, '/');
+        mt_status s = MT_OK;
+        if (slash && slash != dir) {
+            *slash = 0;
+            s = mt_fs_mkdir_p(dir);
+        }
+        free(dir);
+        if (s == MT_OK) s = mt_prepare_run(from, path, NULL);
+        if (s != MT_OK) return s;
+    }
+    double t = now_s();
+    mt_h5store *st = NULL;
+    MT_TRY(mt_h5store_open(&st, path));
+    const mt_h5store_meta *meta = mt_h5store_get_meta(st);
+    mt_status s = MT_OK;
+    int *tr_idx = NULL, *va_idx = NULL, n_tr = 0, n_va = 0;
+    mt_msd_splits sp;
+    memset(&sp, 0, sizeof sp);
+    const char *splits = mt_config_get_string(cfg, "data.splits");
+    int fold = (int)mt_config_get_int(cfg, "data.fold");
+    char how[256];
+    if (*splits) {
+        if ((s = mt_msd_splits_read(&sp, splits)) != MT_OK) goto out;
+        const mt_msd_id_list *tl = &sp.dev, *vl = NULL;
+        if (fold >= 0) {
+            if (fold >= sp.num_folds) {
+                s = mt_config_error(cfg, "data.fold", "%d, but %s has %d folds (0 .. %d; -1 = all of dev)", fold,
+                                    splits, sp.num_folds, sp.num_folds - 1);
+                goto out;
+            }
+            tl = &sp.train[fold];
+            vl = &sp.val[fold];
+        }
+        n_tr = tl->n;
+        n_va = vl ? vl->n : 0;
+        tr_idx = malloc(sizeof *tr_idx * (size_t)(n_tr + 1));
+        va_idx = malloc(sizeof *va_idx * (size_t)(n_va + 1));
+        MT_CHECK(tr_idx && va_idx);
+        if ((s = ids_to_indices(tr_idx, tl, st, splits)) != MT_OK) goto out;
+        if (vl && (s = ids_to_indices(va_idx, vl, st, splits)) != MT_OK) goto out;
+        if (fold >= 0)
+            snprintf(how, sizeof how, "fold %d of %s (%d holdout cases not used)", fold, splits, sp.holdout.n);
+        else
+            snprintf(how, sizeof how, "all dev cases of %s (%d holdout cases not used)", splits, sp.holdout.n);
+    } else {
+        int n = mt_h5store_num_cases(st);
+        n_va = (int)mt_config_get_int(cfg, "data.val_cases");
+        if (n_va >= n) {
+            s = mt_config_error(cfg, "data.val_cases", "%d leaves no training case (the store %s has %d cases)", n_va,
+                                path, n);
+            goto out;
+        }
+        n_tr = n - n_va;
+        tr_idx = malloc(sizeof *tr_idx * (size_t)(n_tr + 1));
+        va_idx = malloc(sizeof *va_idx * (size_t)(n_va + 1));
+        MT_CHECK(tr_idx && va_idx);
+        for (int k = 0; k < n_tr; k++) tr_idx[k] = k;
+        for (int k = 0; k < n_va; k++) va_idx[k] = n_tr + k;
+        snprintf(how, sizeof how, "the last %d cases validate", n_va);
+    }
+    if (n_tr == 0) {
+        s = mt_config_error(cfg, *splits ? "data.splits" : "data.hdf5.path", "no training case");
+        goto out;
+    }
+    if (meta->num_channels != mt_config_get_int(cfg, "model.in_channels")) {
+        s = mt_config_error(cfg, "model.in_channels", "%lld, but the store %s has %d channel(s)",
+                            (long long)mt_config_get_int(cfg, "model.in_channels"), path, meta->num_channels);
+        goto out;
+    }
+    if (meta->num_classes != mt_config_get_int(cfg, "model.out_channels")) {
+        s = mt_config_error(cfg, "model.out_channels",
+                            "%lld, but the store %s has %d classes (background included): one output channel per "
+                            "class",
+                            (long long)mt_config_get_int(cfg, "model.out_channels"), path, meta->num_classes);
+        goto out;
+    }
+    if ((s = load_cases(&d->train, st, tr_idx, n_tr)) != MT_OK) goto out;
+    if ((s = load_cases(&d->val, st, va_idx, n_va)) != MT_OK) goto out;
+    d->num_channels = meta->num_channels;
+    dataset_set_classes(d, meta->num_classes, (const char *const *)meta->class_names);
+    /* keep a copy of the meta for the weight file (the plan, names) */
+    d->store = calloc(1, sizeof *d->store);
+    MT_CHECK(d->store);
+    {
+        mt_h5store_meta *m = d->store;
+        *m = *meta;
+        m->dataset_name = strdup(meta->dataset_name ? meta->dataset_name : "");
+        m->source_dir = strdup(meta->source_dir ? meta->source_dir : "");
+        m->medtrain_version = strdup(meta->medtrain_version ? meta->medtrain_version : "");
+        m->prepare_params = strdup(meta->prepare_params ? meta->prepare_params : "{}");
+        m->channel_names = calloc((size_t)meta->num_channels, sizeof *m->channel_names);
+        m->class_names = calloc((size_t)meta->num_classes, sizeof *m->class_names);
+        m->case_ids = NULL;
+        m->num_cases = 0;
+        MT_CHECK(m->channel_names && m->class_names);
+        for (int c = 0; c < meta->num_channels; c++) m->channel_names[c] = strdup(meta->channel_names[c]);
+        for (int c = 0; c < meta->num_classes; c++) m->class_names[c] = strdup(meta->class_names[c]);
+    }
+    snprintf(d->desc, sizeof d->desc, "%s (%s): %d train + %d validation cases, %d channel(s), %d classes; %s (loaded in %.1fs)",
+             path, meta->dataset_name && *meta->dataset_name ? meta->dataset_name : "prepared store", n_tr, n_va,
+             meta->num_channels, meta->num_classes, how, now_s() - t);
+out:
+    free(tr_idx);
+    free(va_idx);
+    mt_msd_splits_free(&sp);
+    mt_h5store_close(st);
+    return s;
+}
+
+static mt_status augment_from(const mt_config *cfg, mt_augment_config *a) {
+    mt_augment_config_default(a);
+    int n;
+    const double *v;
+    a->p_rotation = mt_config_get_float(cfg, "augment.p_rotation");
+    v = mt_config_get_float_list(cfg, "augment.rotation_deg", &n);
+    for (int k = 0; k < 3; k++) a->rotation_deg[k] = v[k];
+    a->p_scale = mt_config_get_float(cfg, "augment.p_scale");
+    v = mt_config_get_float_list(cfg, "augment.scale_range", &n);
+    a->scale_range[0] = v[0];
+    a->scale_range[1] = v[1];
+    a->p_elastic = mt_config_get_float(cfg, "augment.p_elastic");
+    v = mt_config_get_float_list(cfg, "augment.p_flip", &n);
+    for (int k = 0; k < 3; k++) a->p_flip[k] = v[k];
+    a->p_rot90 = mt_config_get_float(cfg, "augment.p_rot90");
+    a->p_noise = mt_config_get_float(cfg, "augment.p_noise");
+    a->p_blur = mt_config_get_float(cfg, "augment.p_blur");
+    a->p_brightness = mt_config_get_float(cfg, "augment.p_brightness");
+    a->p_contrast = mt_config_get_float(cfg, "augment.p_contrast");
+    a->p_lowres = mt_config_get_float(cfg, "augment.p_lowres");
+    a->p_gamma = mt_config_get_float(cfg, "augment.p_gamma");
+    a->p_gamma_inverted = mt_config_get_float(cfg, "augment.p_gamma_inverted");
+    if (a->scale_range[0] > 1 || a->scale_range[1] < 1)
+        return mt_config_error(cfg, "augment.scale_range", "[%g, %g] must contain 1 (lo <= 1 <= hi)",
+                               a->scale_range[0], a->scale_range[1]);
+    if (mt_augment_config_check(a) != MT_OK) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", mt_error_msg());
+        return mt_config_error(cfg, "augment.p_rotation", "%s", msg);
+    }
+    return MT_OK;
+}
+
 /* ------------------------------------------------------------- validation */
 
 /* Dice per class (index 1..C-1) as the mean over cases of per-case Dice,
  * from sliding-window inference with the training patch size (overlap 0.5,
- * Gaussian weighting, as nnU-Net validates); a class absent from both
- * prediction and reference scores 1. */
-static mt_status validate(mt_module *model, const mt_phantom_dataset *val, int n_eval, int num_classes,
+ * Gaussian weighting, as nnU-Net validates) on the training grid (for a
+ * prepared store: the preprocessed grid; `medtrain evaluate` reports on the
+ * original one); a class absent from both prediction and reference scores 1. */
+static mt_status validate(mt_module *model, const case_list *val, int n_eval, int num_classes,
                           const int64_t *patch, double *dice /* [num_classes] */) {
     mt_eval_sw_opts o;
     mt_eval_sw_opts_default(&o, patch);
@@ -175,8 +512,9 @@ static mt_status validate(mt_module *model, const mt_phantom_dataset *val, int n
 /* ------------------------------------------------------------------ loop */
 
 typedef struct {
-    mt_phantom_dataset train, val;
+    dataset data;
     mt_sampler sampler;
+    mt_loader *loader;
     mt_module *model;
     mt_optim opt;
     int opt_ready;
@@ -188,9 +526,9 @@ typedef struct {
 } trainer;
 
 static void trainer_free(trainer *t) {
-    mt_phantom_dataset_free(&t->train);
-    mt_phantom_dataset_free(&t->val);
+    mt_loader_free(t->loader); /* stops the workers before the cases go */
     mt_sampler_free(&t->sampler);
+    dataset_free(&t->data);
     if (t->opt_ready) mt_optim_free(&t->opt);
     mt_module_free(t->model);
     mt_tensor_release(t->pos_weight);
@@ -242,6 +580,33 @@ static mt_status batch_loss(mt_tensor **loss, trainer *t, const mt_tensor *x, co
     return MT_OK;
 }
 
+/* Index of the monitored metric: 0 = val_dice_mean, c >= 1 = class c;
+ * a config error listing the choices otherwise. */
+static mt_status monitor_index(const mt_config *cfg, const dataset *d, int *out) {
+    const char *m = mt_config_get_string(cfg, "train.early_stop.monitor");
+    if (!strcmp(m, "val_dice_mean")) {
+        *out = 0;
+        return MT_OK;
+    }
+    for (int c = 1; c < d->num_classes; c++)
+        if (!strcmp(m, d->metric_names[c])) {
+            *out = c;
+            return MT_OK;
+        }
+    char list[1024];
+    size_t len = (size_t)snprintf(list, sizeof list, "val_dice_mean");
+    for (int c = 1; c < d->num_classes && len < sizeof list; c++)
+        len += (size_t)snprintf(list + len, sizeof list - len, ", %s", d->metric_names[c]);
+    return mt_config_error(cfg, "train.early_stop.monitor", "\"%s\" is not a validation metric of this data (%s)", m,
+                           list);
+}
+
+static mt_status save_weights(const char *path, const mt_config *cfg, trainer *T) {
+    const char *norm = T->data.store ? "see preprocess (prepared store)" : "per-case z-score";
+    return mt_weights_save(path, cfg, T->model, T->data.num_classes, (const char *const *)T->data.class_names, norm,
+                           T->data.store);
+}
+
 mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
     trainer T;
     memset(&T, 0, sizeof T);
@@ -257,15 +622,12 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
     if (!strcmp(precision, "bf16-mixed"))
         return mt_config_error(cfg, "train.precision",
                                "bf16-mixed is not available yet in this build; use fp32");
-    if (strcmp(mt_config_get_string(cfg, "data.source"), "phantom") != 0)
-        return mt_config_error(cfg, "data.source",
-                               "only the synthetic phantom is available in this build (HDF5 stores "
-                               "come with `medtrain prepare`)");
     mt_unet3d_config mc;
-    MT_TRY(model_config_from(cfg, &mc));
+    MT_TRY(mt_train_model_config(cfg, &mc));
     MT_TRY(schedule_from(cfg, &T.sched));
+    mt_augment_config aug;
+    MT_TRY(augment_from(cfg, &aug));
 
-    int num_classes = (int)mt_config_get_int(cfg, "data.phantom.num_classes");
     mt_loss_kind lk;
     MT_TRY(mt_loss_kind_from_name(mt_config_get_string(cfg, "loss.name"), &lk));
     T.loss = mt_loss_config_default(lk);
@@ -273,50 +635,43 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
     T.loss.lambda_ce = mt_config_get_float(cfg, "loss.lambda_ce");
     T.loss.dice.include_background = mt_config_get_bool(cfg, "loss.include_background");
     T.loss.dice.batch = mt_config_get_bool(cfg, "loss.batch_dice");
-    double pw = mt_config_get_float(cfg, "loss.pos_weight");
-    if (pw != 1.0) {
-        T.pos_weight = mt_tensor_full(MT_F32, MT_SHAPE(mc.out_channels), pw, dev);
-        T.loss.pos_weight = T.pos_weight;
-    }
 
     int threads = (int)mt_config_get_int(cfg, "run.threads");
     mt_cpu_set_num_threads(threads);
 
     /* ---- data ---- */
-    mt_phantom_config pc;
-    mt_phantom_config_default(&pc);
-    int ns;
-    const int64_t *shape = mt_config_get_int_list(cfg, "data.phantom.shape", &ns);
-    for (int a = 0; a < 3; a++) pc.shape[a] = shape[a];
-    pc.num_classes = num_classes;
-    pc.seed = (uint64_t)mt_config_get_int(cfg, "data.phantom.seed");
-    if ((s = mt_phantom_config_check(&pc)) != MT_OK) {
-        char msg[1024];
-        snprintf(msg, sizeof msg, "%s", mt_error_msg());
-        return mt_config_error(cfg, "data.phantom.shape", "%s", msg);
+    const char *source = mt_config_get_string(cfg, "data.source");
+    s = !strcmp(source, "phantom") ? load_phantom(&T.data, cfg) : load_store(&T.data, cfg);
+    if (s != MT_OK) goto out;
+    int num_classes = T.data.num_classes;
+    int monitor = 0;
+    if ((s = monitor_index(cfg, &T.data, &monitor)) != MT_OK) goto out;
+    double pw = mt_config_get_float(cfg, "loss.pos_weight");
+    if (pw != 1.0) {
+        T.pos_weight = mt_tensor_full(MT_F32, MT_SHAPE(mc.out_channels), pw, dev);
+        T.loss.pos_weight = T.pos_weight;
     }
-    int n_cases = (int)mt_config_get_int(cfg, "data.phantom.num_cases");
-    int n_val = (int)mt_config_get_int(cfg, "data.val_cases");
-    int n_train = n_cases - n_val;
+    int n_val = T.data.val.n;
     int n_eval = (int)mt_config_get_int(cfg, "train.eval_cases");
     if (n_eval == 0 || n_eval > n_val) n_eval = n_val;
-
-    double t_data = now_s();
-    if ((s = mt_phantom_dataset_init(&T.train, &pc, 0, n_train)) != MT_OK) goto out;
-    if (n_val > 0 && (s = mt_phantom_dataset_init(&T.val, &pc, n_train, n_val)) != MT_OK) goto out;
-    t_data = now_s() - t_data;
 
     mt_sampler_config scfg;
     mt_sampler_config_default(&scfg);
     int np;
     const int64_t *patch = mt_config_get_int_list(cfg, "data.patch_size", &np);
     for (int a = 0; a < 3; a++) scfg.patch[a] = patch[a];
+    for (int a = 0; a < 3; a++) scfg.flip[a] = 0; /* mirroring is augment.p_flip */
     scfg.batch_size = (int)mt_config_get_int(cfg, "train.batch_size");
     scfg.num_classes = num_classes;
     scfg.fg_prob = mt_config_get_float(cfg, "data.foreground_oversample");
     if ((s = mt_sampler_init(&T.sampler, &scfg)) != MT_OK) goto out;
-    for (int k = 0; k < n_train; k++)
-        if ((s = mt_sampler_add_case(&T.sampler, T.train.images[k], T.train.labels[k])) != MT_OK) goto out;
+    for (int k = 0; k < T.data.train.n; k++)
+        if ((s = mt_sampler_add_case(&T.sampler, T.data.train.images[k], T.data.train.labels[k])) != MT_OK) {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", mt_error_msg());
+            s = mt_error_set(s, "training case %s: %s", T.data.train.ids[k], msg);
+            goto out;
+        }
 
     /* ---- model, optimizer ---- */
     uint64_t seed = (uint64_t)mt_config_get_int(cfg, "run.seed");
@@ -325,9 +680,17 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
     T.opt_ready = 1;
 
     mt_train_state ts;
-    ts.step = 0;
+    memset(&ts, 0, sizeof ts);
     mt_rng_init_stream(&ts.rng, seed, 0x5a3b1e, 0 /* rank */, 0 /* worker */);
     if (resume_path && (s = mt_checkpoint_restore(resume_path, T.model, &T.opt, &ts)) != MT_OK) goto out;
+
+    /* ---- loader: batch k depends only on (seed, rank, k), so a resumed run
+     * continues with the batches an uninterrupted one would have seen ---- */
+    mt_loader_config lcfg;
+    mt_loader_config_default(&lcfg);
+    lcfg.num_workers = (int)mt_config_get_int(cfg, "data.num_workers");
+    lcfg.queue_capacity = (int)mt_config_get_int(cfg, "data.queue");
+    if ((s = mt_loader_init(&T.loader, &lcfg, &T.sampler, &aug, seed, 0 /* rank */, ts.step)) != MT_OK) goto out;
 
     /* ---- run directory (only now: nothing is written for a bad config) ---- */
     if ((s = mt_rundir_open(&T.rd, cfg, resume_path)) != MT_OK) goto out;
@@ -339,37 +702,47 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
     int64_t ckpt_every = mt_config_get_int(cfg, "train.checkpoint_every");
     int keep = (int)mt_config_get_int(cfg, "train.keep_checkpoints");
     double clip = mt_config_get_float(cfg, "optim.clip_grad_norm");
+    double time_limit = 60.0 * mt_config_get_float(cfg, "train.time_limit_min");
+    int64_t patience = mt_config_get_int(cfg, "train.early_stop.patience");
+    int mode_max = !strcmp(mt_config_get_string(cfg, "train.early_stop.mode"), "max");
+    double min_delta = mt_config_get_float(cfg, "train.early_stop.min_delta");
+    const char *monitor_name = mt_config_get_string(cfg, "train.early_stop.monitor");
     int batch = scfg.batch_size;
 
+    size_t plen = strlen(T.rd.path) + 32;
+    char *wpath = malloc(plen), *bpath = malloc(plen);
+    MT_CHECK(wpath && bpath);
+    snprintf(wpath, plen, "%s/model.safetensors", T.rd.path);
+    snprintf(bpath, plen, "%s/model_best.safetensors", T.rd.path);
+
     mt_rundir_log(&T.rd, "medtrain %s: run %s\n", MT_VERSION, T.rd.path);
-    mt_rundir_log(&T.rd,
-                  "data: synthetic phantom, %d train + %d validation cases of %lldx%lldx%lld, %d classes "
-                  "(generated in %.1fs)\n",
-                  n_train, n_val, (long long)pc.shape[0], (long long)pc.shape[1], (long long)pc.shape[2],
-                  num_classes, t_data);
+    mt_rundir_log(&T.rd, "data: %s\n", T.data.desc);
     mt_rundir_log(&T.rd, "model: UNet3D %d levels, %lld parameters, %.2f GFLOP per training step\n",
                   mc.n_levels, (long long)mt_module_num_params(T.model),
                   3.0 * mt_unet3d_flops(&mc, batch, patch) * 1e-9);
-    mt_rundir_log(&T.rd, "device: cpu, %d threads; batch %d (global batch %d), patch %lldx%lldx%lld; %s\n",
+    mt_rundir_log(&T.rd, "device: cpu, %d threads; batch %d (global batch %d), patch %lldx%lldx%lld; %s; %d loader "
+                  "worker(s)\n",
                   mt_cpu_get_num_threads(), batch, batch, (long long)patch[0], (long long)patch[1],
-                  (long long)patch[2], precision);
+                  (long long)patch[2], precision, lcfg.num_workers);
     if (!strcmp(precision, "tf32"))
         mt_rundir_log(&T.rd, "note: tf32 only changes GPU tensor-core matmuls; the CPU computes in fp32\n");
     if (resume_path) mt_rundir_log(&T.rd, "resumed from %s at step %lld\n", resume_path, (long long)ts.step);
 
     double *dice = calloc((size_t)num_classes, sizeof *dice);
+    MT_CHECK(dice);
     double t0 = now_s(), t_last = t0, loss_acc = 0, val_time = 0;
     int64_t step_last = ts.step, loss_n = 0;
     mt_alloc_stats ast;
     int validated = 0; /* dice[] holds the model's current state */
+    const char *stop_reason = NULL;
     if (ts.step >= steps)
         mt_rundir_log(&T.rd, "checkpoint is at step %lld: train.steps = %lld already reached\n",
                       (long long)ts.step, (long long)steps);
-    while (ts.step < steps) {
+    while (ts.step < steps && !stop_reason) {
         double lr = mt_schedule_lr(&T.sched, ts.step);
         mt_optim_set_lr(&T.opt, lr);
         mt_tensor *x = NULL, *y = NULL, *loss = NULL;
-        if ((s = mt_sampler_batch(&x, &y, &T.sampler, &ts.rng, NULL)) != MT_OK) break;
+        if ((s = mt_loader_next(T.loader, &x, &y)) != MT_OK) break;
         s = batch_loss(&loss, &T, x, y);
         mt_tensor_release(x);
         mt_tensor_release(y);
@@ -393,10 +766,11 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
         loss_acc += lv;
         loss_n++;
 
-        int last = ts.step == steps;
+        if (time_limit > 0 && now_s() - t0 >= time_limit) stop_reason = "train.time_limit_min reached";
+        int last = ts.step == steps || stop_reason;
         if (ts.step % log_every == 0 || last) {
             double t = now_s();
-            double sps = (double)(ts.step - step_last) * batch / (t - t_last - 0.0);
+            double sps = (double)(ts.step - step_last) * batch / (t - t_last);
             double rate = (double)(ts.step - step_last) / (t - t_last);
             char eta[32];
             fmt_duration(eta, sizeof eta, (double)(steps - ts.step) / rate);
@@ -421,31 +795,57 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
         }
         if (n_eval > 0 && ((val_every > 0 && ts.step % val_every == 0) || last)) {
             double tv = now_s();
-            if ((s = validate(T.model, &T.val, n_eval, num_classes, patch, dice)) != MT_OK) break;
-            validated = last;
+            if ((s = validate(T.model, &T.data.val, n_eval, num_classes, patch, dice)) != MT_OK) break;
+            validated = 1;
             double mean = 0;
             mt_json_obj o;
             mt_json_obj_begin(&o);
             mt_json_obj_int(&o, "step", ts.step);
+            mt_json_obj_float(&o, "time_s", now_s() - t0);
             char line[1024];
             size_t len = 0;
             for (int c = 1; c < num_classes; c++) {
-                char key[96];
-                const char *cn = mt_phantom_class_name(c);
-                snprintf(key, sizeof key, "val_dice_%s", cn ? cn : "class");
-                mt_json_obj_float(&o, key, dice[c]);
+                mt_json_obj_float(&o, T.data.metric_names[c], dice[c]);
                 mean += dice[c];
-                len += (size_t)snprintf(line + len, sizeof line - len, "  %s %.4f", cn ? cn : "?", dice[c]);
+                if (len < sizeof line)
+                    len += (size_t)snprintf(line + len, sizeof line - len, "  %s %.4f", T.data.class_names[c],
+                                            dice[c]);
             }
             mean /= (num_classes - 1);
             mt_json_obj_float(&o, "val_dice_mean", mean);
+            /* best model and early stopping */
+            double v = monitor ? dice[monitor] : mean;
+            int better = !ts.has_best || (mode_max ? v > ts.best + min_delta : v < ts.best - min_delta);
+            if (better) {
+                ts.has_best = 1;
+                ts.best = v;
+                ts.best_step = ts.step;
+                ts.bad_validations = 0;
+                if ((s = save_weights(bpath, cfg, &T)) != MT_OK) {
+                    mt_json_obj_free(&o);
+                    break;
+                }
+            } else {
+                ts.bad_validations++;
+            }
+            mt_json_obj_float(&o, "best", ts.best);
+            mt_json_obj_int(&o, "best_step", ts.best_step);
             mt_json_obj_end(&o);
             mt_rundir_metrics(&T.rd, &o);
             mt_json_obj_free(&o);
-            mt_rundir_log(&T.rd, "validation at step %lld (%d cases): Dice%s  mean %.4f\n",
-                          (long long)ts.step, n_eval, line, mean);
+            mt_rundir_log(&T.rd, "validation at step %lld (%d cases): Dice%s  mean %.4f  (%s best %.4f at step %lld%s)\n",
+                          (long long)ts.step, n_eval, line, mean, monitor_name, ts.best, (long long)ts.best_step,
+                          better ? ", new best" : "");
+            if (patience > 0 && ts.bad_validations >= patience && !stop_reason) {
+                stop_reason = "early stopping";
+                mt_rundir_log(&T.rd, "early stopping: %s did not improve for %lld validations (best %.4f at step "
+                              "%lld)\n", monitor_name, (long long)ts.bad_validations, ts.best, (long long)ts.best_step);
+                last = 1;
+            }
             val_time += now_s() - tv;
             t_last += now_s() - tv; /* keep samples/s about training */
+        } else {
+            validated = 0;
         }
         if ((ckpt_every > 0 && ts.step % ckpt_every == 0) || last) {
             mt_safetensors st;
@@ -458,33 +858,40 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
             if (s != MT_OK) break;
         }
     }
+    if (s == MT_OK && stop_reason && strcmp(stop_reason, "early stopping"))
+        mt_rundir_log(&T.rd, "stopped at step %lld/%lld: %s\n", (long long)ts.step, (long long)steps, stop_reason);
     if (s == MT_OK) {
         double total = now_s() - t0;
         char dur[32];
         fmt_duration(dur, sizeof dur, total);
-        const char *names[MT_PHANTOM_MAX_CLASSES + 1];
-        for (int c = 0; c < num_classes; c++) names[c] = mt_phantom_class_name(c);
-        size_t plen = strlen(T.rd.path) + 32;
-        char *wpath = malloc(plen);
-        snprintf(wpath, plen, "%s/model.safetensors", T.rd.path);
-        s = mt_weights_save(wpath, cfg, T.model, num_classes, names, "per-case z-score");
+        s = save_weights(wpath, cfg, &T);
         if (s == MT_OK) {
             mt_host_alloc_stats(&ast);
-            mt_rundir_log(&T.rd, "done: %lld steps in %s (validation %.0fs); host memory peak %.1f MiB\n",
-                          (long long)steps, dur, val_time, (double)ast.peak_in_use / 1048576.0);
-            if (n_eval > 0 && !validated) s = validate(T.model, &T.val, n_eval, num_classes, patch, dice);
+            mt_loader_stats lst;
+            mt_loader_get_stats(T.loader, &lst);
+            mt_rundir_log(&T.rd,
+                          "done: %lld steps in %s (validation %.0fs, waiting for data %.1fs); host memory peak %.1f "
+                          "MiB\n",
+                          (long long)ts.step, dur, val_time, lst.wait_s, (double)ast.peak_in_use / 1048576.0);
+            if (n_eval > 0 && !validated) s = validate(T.model, &T.data.val, n_eval, num_classes, patch, dice);
             if (n_eval > 0 && s == MT_OK) {
                 double mean = 0;
                 for (int c = 1; c < num_classes; c++) {
-                    mt_rundir_log(&T.rd, "final Dice %-10s %.4f\n", names[c], dice[c]);
+                    mt_rundir_log(&T.rd, "final Dice %-10s %.4f\n", T.data.class_names[c], dice[c]);
                     mean += dice[c];
                 }
                 mt_rundir_log(&T.rd, "final Dice %-10s %.4f\n", "mean", mean / (num_classes - 1));
             }
-            if (s == MT_OK) mt_rundir_log(&T.rd, "weights: %s\n", wpath);
+            if (s == MT_OK) {
+                mt_rundir_log(&T.rd, "weights: %s\n", wpath);
+                if (ts.has_best)
+                    mt_rundir_log(&T.rd, "best weights (%s %.4f at step %lld): %s\n", monitor_name, ts.best,
+                                  (long long)ts.best_step, bpath);
+            }
         }
-        free(wpath);
     }
+    free(wpath);
+    free(bpath);
     free(dice);
 out:
     trainer_free(&T);

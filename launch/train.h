@@ -4,6 +4,7 @@
 
 #include "core/status.h"
 #include "launch/config.h"
+#include "layers/models/unet3d.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -17,6 +18,12 @@ extern "C" {
  * files) return a status with a message; MT_ERR_CONFIG makes the CLI exit 2,
  * any other error 1. */
 mt_status mt_train_run(const mt_config *cfg, const char *resume_path);
+
+/* The model section of a resolved config (model.*, and data.patch_size
+ * checked against the depth) as a UNet3D config; errors name the key. Used
+ * by training and by everything that rebuilds a model from the config
+ * stored in a weight file (predict, evaluate). */
+mt_status mt_train_model_config(const mt_config *cfg, mt_unet3d_config *mc);
 
 #ifdef __cplusplus
 }

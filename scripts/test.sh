@@ -2,7 +2,7 @@
 # Installs the dependencies, builds medtrain into build/ and runs the test
 # suite with CTest (without tests labelled `slow` unless --all is given).
 # Then builds the bad-input tests (test_config, test_safetensors, test_cli,
-# test_checkpoint, test_json, test_nifti, test_msd, test_prepare: those
+# test_checkpoint, test_json, test_nifti, test_msd, test_prepare, test_predict, test_train_store: those
 # present) with AddressSanitizer + UBSan into
 # build-asan/ and runs them again. Exits non-zero if anything fails.
 #
@@ -75,7 +75,7 @@ add_counts build/ctest.log
 
 if ((asan)); then
     asan_tests=()
-    for t in test_config test_safetensors test_cli test_checkpoint test_json test_nifti test_msd test_prepare; do
+    for t in test_config test_safetensors test_cli test_checkpoint test_json test_nifti test_msd test_prepare test_predict test_train_store; do
         if [[ -f tests/$t.c ]]; then
             asan_tests+=("$t")
         fi

@@ -4,6 +4,7 @@
  * configs and the semantic checks. */
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <unistd.h>
 
 #include "launch/config.h"
@@ -136,6 +137,39 @@ static void test_shipped_configs(void) {
               mt_config_get_int(u, "model.out_channels") == 3);
         CHECK(mt_config_check(u) == MT_OK);
         mt_config_free(u);
+    }
+    /* every shipped config parses and passes the cross-key checks */
+    DIR *dir = opendir(MT_SOURCE_DIR "/configs");
+    CHECK(dir != NULL);
+    int n_yaml = 0;
+    for (struct dirent *e; dir && (e = readdir(dir));) {
+        size_t n = strlen(e->d_name);
+        if (n < 6 || strcmp(e->d_name + n - 5, ".yaml")) continue;
+        char path[1024];
+        snprintf(path, sizeof path, "%s/configs/%s", MT_SOURCE_DIR, e->d_name);
+        mt_config *c = NULL;
+        mt_status s = mt_config_load(&c, path, 0, NULL);
+        CHECK_MSG(s == MT_OK, "%s: %s", path, mt_error_msg());
+        if (c) {
+            s = mt_config_check(c);
+            CHECK_MSG(s == MT_OK, "%s: %s", path, mt_error_msg());
+            n_yaml++;
+        }
+        mt_config_free(c);
+    }
+    if (dir) closedir(dir);
+    CHECK_MSG(n_yaml >= 4, "shipped configs checked: %d", n_yaml);
+    /* the hippocampus configs train on fold 0 of the shared splits, never on holdout */
+    const char *hip[] = {"hippocampus.yaml", "hippocampus_cpu.yaml"};
+    for (int k = 0; k < 2; k++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/configs/%s", MT_SOURCE_DIR, hip[k]);
+        mt_config *c = NULL;
+        if (mt_config_load(&c, path, 0, NULL) != MT_OK) continue;
+        CHECK(!strcmp(mt_config_get_string(c, "data.source"), "hdf5"));
+        CHECK(strstr(mt_config_get_string(c, "data.splits"), "Task04_Hippocampus/splits.json") != NULL);
+        CHECK(mt_config_get_int(c, "data.fold") >= 0);
+        mt_config_free(c);
     }
     mt_config_free(def);
 }

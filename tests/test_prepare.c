@@ -226,7 +226,7 @@ static void check_store(const char *path, const double target_approx[3]) {
     const double *target = m->plan.target_spacing;
     CHECK(m->plan.order_image == MT_INTERP_CUBIC && m->plan.order_label == MT_INTERP_LINEAR &&
           m->plan.order_aniso == MT_INTERP_NEAREST && m->plan.aniso_threshold == 3.0);
-    CHECK(m->plan.norm[0].scheme == MT_NORM_CT && m->plan.norm[1].scheme == MT_NORM_ZSCORE);
+    CHECK(m->plan.norm[0].scheme == MT_NORM_SCHEME_CT && m->plan.norm[1].scheme == MT_NORM_SCHEME_ZSCORE);
     mt_json *pj = NULL;
     CHECK_MSG(mt_json_parse(&pj, m->prepare_params, strlen(m->prepare_params), "prepare_params") == MT_OK,
               "prepare_params is JSON: %s", mt_error_msg());
@@ -396,8 +396,8 @@ static void check_store(const char *path, const double target_approx[3]) {
         double sd = sqrt(s2 / (double)nc);
         CHECK_NEAR(info.norm[1].mean, mean, 1e-9 * fabs(mean));
         CHECK_NEAR(info.norm[1].std, sd, 1e-9 * sd);
-        CHECK(info.norm[1].scheme == MT_NORM_ZSCORE && info.norm[1].use_mask == 1);
-        CHECK(info.norm[0].scheme == MT_NORM_CT && info.norm[0].clip_lo == t->p00_5 && info.norm[0].mean == t->mean);
+        CHECK(info.norm[1].scheme == MT_NORM_SCHEME_ZSCORE && info.norm[1].use_mask == 1);
+        CHECK(info.norm[0].scheme == MT_NORM_SCHEME_CT && info.norm[0].clip_lo == t->p00_5 && info.norm[0].mean == t->mean);
         for (int64_t i = 0; i < nc; i++) cp[nc + i] = (float)((cp[nc + i] - mean) / sd);
         mt_tensor *ref = mt_resample_image(crop, shape, g->order_image);
         mt_test_allclose_t(img, ref, 1e-4, 1e-4, c->id);
@@ -753,7 +753,7 @@ static void test_hippocampus(void) {
     const mt_h5store_meta *m = mt_h5store_get_meta(s);
     CHECK(m->num_cases == N && m->num_channels == 1 && m->num_classes == 3 && !strcmp(m->dataset_name, "Hippocampus"));
     CHECK(!strcmp(m->class_names[1], "Anterior") && !strcmp(m->class_names[2], "Posterior"));
-    CHECK(m->plan.norm[0].scheme == MT_NORM_ZSCORE);
+    CHECK(m->plan.norm[0].scheme == MT_NORM_SCHEME_ZSCORE);
     mt_fingerprint fp;
     st = mt_h5store_read_fingerprint(s, &fp, NULL);
     CHECK_MSG(st == MT_OK, "fingerprint: %s", mt_error_msg());

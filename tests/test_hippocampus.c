@@ -1,0 +1,77 @@
+/* LABELS: slow integration */
+/* The real-data path end to end on MSD Task04 hippocampus (issue 4), with
+ * configs/hippocampus_cpu.yaml shortened to a few minutes on 2 CPU cores:
+ * the store is prepared on first use from ../shared/data/Task04_Hippocampus,
+ * training runs on fold 0 of splits.json (holdout never touched), and the
+ * validation Dice on fold 0's 42 validation cases must reach the bar below
+ * (stated in docs/results and experiments/RESULTS.md). Skipped (77) when the
+ * data set is absent. */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "launch/config.h"
+#include "launch/fsutil.h"
+#include "launch/train.h"
+#include "mt_test.h"
+
+#define HIPPO MT_SHARED_DIR "/data/Task04_Hippocampus"
+/* The bar: mean foreground validation Dice after STEPS steps. */
+#define STEPS "600"
+#define DICE_BAR 0.75
+
+static double last_num(const char *text, const char *key) {
+    char pat[96];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    double v = NAN;
+    for (const char *p = text; (p = strstr(p, pat)); p += strlen(pat)) v = strtod(p + strlen(pat), NULL);
+    return v;
+}
+
+int main(void) {
+    if (!mt_fs_is_dir(HIPPO)) {
+        printf("skipped: %s is absent\n", HIPPO);
+        return 77;
+    }
+    char tmp[256];
+    snprintf(tmp, sizeof tmp, "%s/mt_test_hippocampus_XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    if (!mkdtemp(tmp)) return 1;
+    char s_path[400], s_prep[400], s_splits[400], s_dir[400];
+    snprintf(s_path, sizeof s_path, "data.hdf5.path=%s/hippo.h5", tmp);
+    snprintf(s_prep, sizeof s_prep, "data.hdf5.prepare_from=%s", HIPPO);
+    snprintf(s_splits, sizeof s_splits, "data.splits=%s/splits.json", HIPPO);
+    snprintf(s_dir, sizeof s_dir, "run.dir=%s", tmp);
+    const char *sets[] = {s_path, s_prep, s_splits, s_dir, "run.name=short", "train.steps=" STEPS,
+                          "train.val_every=300", "train.time_limit_min=0", "run.log_every=50"};
+    mt_config *cfg = NULL;
+    mt_status s = mt_config_load(&cfg, MT_SOURCE_DIR "/configs/hippocampus_cpu.yaml", (int)(sizeof sets / sizeof *sets),
+                                 sets);
+    CHECK_MSG(s == MT_OK, "config: %s", mt_error_msg());
+    if (s == MT_OK) {
+        s = mt_train_run(cfg, NULL);
+        CHECK_MSG(s == MT_OK, "train: %s", mt_error_msg());
+        mt_config_free(cfg);
+    }
+    char p[512];
+    snprintf(p, sizeof p, "%s/short/metrics.jsonl", tmp);
+    char *met = NULL;
+    size_t len = 0;
+    if (s == MT_OK && mt_fs_read_file(p, &met, &len) == MT_OK) {
+        double d = last_num(met, "val_dice_mean"), a = last_num(met, "val_dice_anterior"),
+               b = last_num(met, "val_dice_posterior");
+        printf("hippocampus, %s steps: validation Dice anterior %.4f posterior %.4f mean %.4f (bar %.2f)\n", STEPS, a,
+               b, d, DICE_BAR);
+        CHECK_MSG(d >= DICE_BAR, "mean foreground Dice %.4f >= %.2f", d, DICE_BAR);
+        free(met);
+    } else {
+        CHECK_MSG(0, "read %s", p);
+    }
+    int rc = mt_test_finish();
+    if (rc == 0) {
+        char cmd[400];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
+    }
+    return rc;
+}
