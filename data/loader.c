@@ -127,8 +127,8 @@ static mt_status alloc_batch_tensor(mt_tensor **out, mt_dtype dt, const int64_t 
 /* Batch `step` into new tensors. *cancelled (if stop is not NULL) is set
  * when *stop was raised between samples; the tensors are then released. */
 static mt_status produce(mt_tensor **im_out, mt_tensor **lb_out, producer *pr, const mt_sampler *s,
-                         const mt_augment_config *aug, uint64_t seed, int rank, int64_t step, mt_loader_alloc_fn alloc,
-                         void *ctx, const int *stop, int *cancelled) {
+                         const mt_augment_config *aug, uint64_t seed, int rank, int shard_world, int64_t step,
+                         mt_loader_alloc_fn alloc, void *ctx, const int *stop, int *cancelled) {
     *im_out = *lb_out = NULL;
     if (cancelled) *cancelled = 0;
     const int64_t *P = s->cfg.patch, N = s->cfg.batch_size, C = s->channels;
@@ -143,8 +143,12 @@ static mt_status produce(mt_tensor **im_out, mt_tensor **lb_out, producer *pr, c
     float *img = mt_tensor_data(im);
     uint8_t *lab = mt_tensor_data(lb);
     mt_rng r;
-    mt_rng_init_stream(&r, seed, (uint64_t)rank, (uint64_t)step, MT_LOADER_STREAM_TAG);
-    for (int64_t b = 0; b < N; b++) {
+    /* shard_world > 1: the samples rank, rank + shard_world, ... of rank 0's batch of
+     * N * shard_world samples (the others are drawn into scratch and dropped) */
+    int SW = shard_world > 1 ? shard_world : 1;
+    mt_rng_init_stream(&r, seed, SW > 1 ? 0 : (uint64_t)rank, (uint64_t)step, MT_LOADER_STREAM_TAG);
+    for (int64_t g = 0; g < N * SW; g++) {
+        int64_t b = g / SW;
         if (stop && __atomic_load_n(stop, __ATOMIC_RELAXED)) {
             mt_tensor_release(im);
             mt_tensor_release(lb);
@@ -155,6 +159,10 @@ static mt_status produce(mt_tensor **im_out, mt_tensor **lb_out, producer *pr, c
         mt_augment_draw(&prm, aug, (int)C, P, &r);
         int ci = (int)mt_rng_randint(&r, 0, s->num_cases);
         int fg = mt_rng_uniform(&r) < s->cfg.fg_prob;
+        if (SW > 1 && g % SW != rank) {
+            mt_sampler_patch(pr->img, pr->lab, s, ci, fg, &r, NULL); /* same draws, output dropped */
+            continue;
+        }
         float *oi = img + b * C * vol;
         uint8_t *ol = lab + b * vol;
         if (!mt_augment_needs_resample(&prm)) {
@@ -216,7 +224,7 @@ mt_status mt_loader_make_batch(mt_tensor **images, mt_tensor **labels, const mt_
     MT_TRY(check_inputs(s, aug, rank, step));
     producer pr;
     MT_TRY(producer_init(&pr, s));
-    mt_status st = produce(images, labels, &pr, s, aug, seed, rank, step, NULL, NULL, NULL, NULL);
+    mt_status st = produce(images, labels, &pr, s, aug, seed, rank, 1, step, NULL, NULL, NULL, NULL);
     producer_free(&pr);
     return st;
 }
@@ -239,7 +247,7 @@ static void *worker_main(void *arg) {
         double t0 = now_s(), c0 = clock_s(CLOCK_THREAD_CPUTIME_ID);
         mt_tensor *im = NULL, *lb = NULL;
         int cancelled = 0;
-        mt_status st = produce(&im, &lb, &w->pr, L->sampler, &L->aug, L->seed, L->rank, k, L->cfg.alloc,
+        mt_status st = produce(&im, &lb, &w->pr, L->sampler, &L->aug, L->seed, L->rank, L->cfg.shard_world, k, L->cfg.alloc,
                                L->cfg.alloc_ctx, &L->stop, &cancelled);
         double t1 = now_s(), c1 = clock_s(CLOCK_THREAD_CPUTIME_ID);
 
@@ -277,6 +285,8 @@ mt_status mt_loader_init(mt_loader **out, const mt_loader_config *cfg, const mt_
     if (cfg->queue_capacity < 1 || cfg->queue_capacity > 1024)
         return mt_error_set(MT_ERR_CONFIG, "loader: queue_capacity = %d must be in [1, 1024]", cfg->queue_capacity);
     MT_TRY(check_inputs(s, aug, rank, start_step));
+    if (cfg->shard_world > 1 && rank >= cfg->shard_world)
+        return mt_error_set(MT_ERR_INVALID, "loader: rank %d with shard_world %d", rank, cfg->shard_world);
 
     mt_loader *L = calloc(1, sizeof *L);
     MT_CHECK(L);

@@ -66,6 +66,12 @@ typedef struct {
     int queue_capacity;       /* batches ahead of the consumer, 1 .. 1024 (default 4) */
     mt_loader_alloc_fn alloc; /* batch allocation hook, NULL: CPU tensors */
     void *alloc_ctx;
+    /* Tests of data-parallel training only (default 0 = off): with
+     * shard_world > 1, batch k of rank r (< shard_world) holds the samples
+     * r, r + shard_world, ... of the batch of batch_size * shard_world samples
+     * that rank 0 draws in a single-rank run, so shard_world ranks with
+     * batch B see exactly the samples of one rank with batch B * shard_world. */
+    int shard_world;
 } mt_loader_config;
 
 typedef struct {

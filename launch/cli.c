@@ -22,6 +22,7 @@
 
 #include "core/backend.h"
 #include "launch/config.h"
+#include "launch/dist.h"
 #include "launch/evaluate.h"
 #include "launch/fsutil.h"
 #include "launch/predict.h"
@@ -243,6 +244,12 @@ static int cmd_train(cli_args *a) {
         s = mt_train_run(cfg, ckpt);
     }
     int rc = 0;
+    if (s != MT_OK && mt_dist_launched_by_mpi() && mt_dist_get()->world > 1) {
+        /* the other ranks would wait in a collective: end the whole job */
+        char msg[2048];
+        snprintf(msg, sizeof msg, "%s", mt_error_msg());
+        mt_dist_abort(mt_dist_get(), s == MT_ERR_CONFIG ? EXIT_USAGE : EXIT_RUNTIME, msg);
+    }
     if (s != MT_OK) rc = report(s == MT_ERR_CONFIG ? EXIT_USAGE : EXIT_RUNTIME);
     mt_config_free(cfg);
     free(ckpt);

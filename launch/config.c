@@ -159,6 +159,20 @@ static const mt_cfg_schema_entry g_schema[] = {
     I_("train.early_stop.patience", "0", 0, 1000000,
        "Stop after this many validations without improvement of the monitor; 0 = never stop early."),
     F_("train.early_stop.min_delta", "0", 0, 1e9, 0, "Smallest change of the monitor that counts as an improvement."),
+    /* --- distributed (launch/dist.h; ranks come from mpirun) --- */
+    E_("distributed.backend", "auto", "auto|mpi|nccl",
+       "Gradient all-reduce between ranks started by mpirun: mpi (host buffers, CPU), nccl (GPU; needs the "
+       "CUDA backend), auto = nccl on a CUDA device, else mpi. Ignored with one rank."),
+    F_("distributed.bucket_mb", "25", 0.001, 1e6, 0,
+       "Size of a gradient all-reduce bucket in MiB (parameters grouped in reverse registration order)."),
+    F_("distributed.first_bucket_mb", "1", 0.001, 1e6, 0,
+       "Size of the first bucket (the last parameters' gradients, ready first) in MiB."),
+    F_("distributed.timeout_s", "300", 1, 1e9, 0,
+       "A collective not finished within this many seconds aborts the whole job (MPI_Abort), naming the "
+       "operation and rank."),
+    B_("distributed.allow_gpu_sharing", "false",
+       "Allow several ranks on one GPU (more ranks than GPUs on a node); otherwise that is an error. "
+       "Not used yet (CUDA backend)."),
 };
 #define NSCHEMA ((int)(sizeof g_schema / sizeof g_schema[0]))
 
@@ -997,6 +1011,10 @@ mt_status mt_config_check(const mt_config *cfg) {
     const int64_t *shape = mt_config_get_int_list(cfg, "data.phantom.shape", &ns);
     const char *axes = "DHW";
     int64_t div = (int64_t)1 << (nf - 1);
+    /* NCCL comes with the CUDA backend; this build has neither. */
+    if (!strcmp(mt_config_get_string(cfg, "distributed.backend"), "nccl"))
+        return mt_config_error(cfg, "distributed.backend",
+                               "nccl needs the CUDA backend, which this medtrain is built without; use mpi or auto");
     for (int d = 0; d < np; d++)
         if (patch[d] % div)
             return mt_config_error(cfg, "data.patch_size",

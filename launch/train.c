@@ -18,7 +18,22 @@
  * from run.seed; batch k is a pure function of (run.seed, rank, k) whatever
  * the loader's worker count; the early-stopping state is saved in
  * checkpoints; so `--resume` continues with exactly the losses an
- * uninterrupted run would have produced (same thread count).
+ * uninterrupted run would have produced (same thread count, same number of
+ * ranks). Resuming with another number of ranks continues correctly (same
+ * weights, optimizer state, step and schedule) but not bit-identically: the
+ * ranks' batches from step k on depend on (seed, rank, k) and the global
+ * batch size changes with the rank count.
+ *
+ * Data parallel (launch/dist.h, launch/ddp.h; `mpirun -np N medtrain ...`):
+ * every rank trains on its own batches (loader rank = world rank), gradients
+ * are averaged over ranks in buckets during backward (mt_ddp_finish before
+ * the optimizer step), so all ranks hold the same weights. Only rank 0 opens
+ * the run directory, logs, writes metrics, checkpoints and weights. The
+ * logged loss is the mean over ranks. Validation cases are split across ranks
+ * (case k on rank k % world) and the Dice sums all-reduced, so early stopping
+ * sees the same values on every rank; the time limit flag is all-reduced
+ * (max): all ranks stop at the same step. An error on one rank is printed
+ * with its rank by the CLI, which aborts the job (MPI_Abort).
  */
 #include "launch/train.h"
 
@@ -40,6 +55,8 @@
 #include "eval/postprocess.h"
 #include "eval/sliding_window.h"
 #include "launch/checkpoint.h"
+#include "launch/ddp.h"
+#include "launch/dist.h"
 #include "launch/fsutil.h"
 #include "launch/prepare.h"
 #include "layers/models/unet3d.h"
@@ -63,6 +80,11 @@ static void fmt_duration(char *buf, size_t n, double s) {
     else
         snprintf(buf, n, "%lds", t);
 }
+
+/* Tests only (mt_train_set_shard_global_batch): ranks share rank 0's global batch. */
+static int g_shard_global_batch = 0;
+
+void mt_train_set_shard_global_batch(int on) { g_shard_global_batch = on; }
 
 /* ------------------------------------------------------------ building */
 
@@ -318,7 +340,8 @@ static mt_status load_cases(case_list *l, mt_h5store *st, const int *idx, int n)
 static mt_status load_store(dataset *d, const mt_config *cfg) {
     const char *path = mt_config_get_string(cfg, "data.hdf5.path");
     const char *from = mt_config_get_string(cfg, "data.hdf5.prepare_from");
-    if (!mt_fs_is_file(path)) {
+    mt_dist *D = mt_dist_get();
+    if (D->rank == 0 && !mt_fs_is_file(path)) { /* several ranks: rank 0 prepares */
         if (!*from)
             return mt_config_error(cfg, "data.hdf5.path",
                                    "%s does not exist (create it with `medtrain prepare DATASET_DIR %s`, or set "
@@ -336,6 +359,16 @@ static mt_status load_store(dataset *d, const mt_config *cfg) {
         free(dir);
         if (s == MT_OK) s = mt_prepare_run(from, path, NULL);
         if (s != MT_OK) return s;
+    }
+    if (D->world > 1) {
+        /* the other ranks wait for rank 0's preparation: no timeout, it can take long
+         * (if rank 0 fails, the CLI aborts the job) */
+        double limit = D->timeout_s;
+        mt_dist_set_timeout(D, 0);
+        mt_status bs = mt_dist_barrier(D);
+        mt_dist_set_timeout(D, limit);
+        if (bs != MT_OK) return bs;
+        if (!mt_fs_is_file(path)) return mt_error_set(MT_ERR_IO, "%s: not found after rank 0 prepared it", path);
     }
     double t = now_s();
     mt_h5store *st = NULL;
@@ -477,11 +510,13 @@ static mt_status augment_from(const mt_config *cfg, mt_augment_config *a) {
  * prepared store: the preprocessed grid; `medtrain evaluate` reports on the
  * original one); a class absent from both prediction and reference scores 1. */
 static mt_status validate(mt_module *model, const case_list *val, int n_eval, int num_classes,
-                          const int64_t *patch, double *dice /* [num_classes] */) {
+                          const int64_t *patch, double *dice /* [num_classes] */, mt_dist *D) {
     mt_eval_sw_opts o;
     mt_eval_sw_opts_default(&o, patch);
     for (int c = 0; c < num_classes; c++) dice[c] = 0;
-    for (int k = 0; k < n_eval; k++) {
+    /* case k on rank k % world; the per-class sums are all-reduced below, so
+     * every rank gets the same numbers whatever its number of cases */
+    for (int k = D->rank; k < n_eval; k += D->world) {
         mt_tensor *scores = NULL, *pred = NULL;
         MT_TRY(mt_eval_sliding_window_model(&scores, val->images[k], model, &o));
         mt_status s = mt_eval_argmax(&pred, scores);
@@ -505,6 +540,10 @@ static mt_status validate(mt_module *model, const case_list *val, int n_eval, in
         mt_tensor_release(pred);
         mt_tensor_release(lab);
     }
+    MT_TRY(mt_dist_allreduce_f64(D, dice, num_classes, MT_DIST_SUM));
+    /* rank 0's sums, bit for bit, everywhere: best-model and early-stopping
+     * decisions cannot differ between ranks */
+    MT_TRY(mt_dist_broadcast(D, dice, sizeof *dice * (size_t)num_classes));
     for (int c = 1; c < num_classes; c++) dice[c] /= n_eval;
     return MT_OK;
 }
@@ -523,6 +562,7 @@ typedef struct {
     mt_tensor *pos_weight;
     mt_rundir rd;
     int rd_open;
+    mt_ddp *ddp; /* world > 1: bucketed gradient all-reduce */
 } trainer;
 
 static void trainer_free(trainer *t) {
@@ -532,6 +572,7 @@ static void trainer_free(trainer *t) {
     if (t->opt_ready) mt_optim_free(&t->opt);
     mt_module_free(t->model);
     mt_tensor_release(t->pos_weight);
+    mt_ddp_free(t->ddp);
     if (t->rd_open) mt_rundir_close(&t->rd);
 }
 
@@ -639,6 +680,16 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
     int threads = (int)mt_config_get_int(cfg, "run.threads");
     mt_cpu_set_num_threads(threads);
 
+    /* ---- ranks (launch/dist.h): MPI only when started by mpirun ---- */
+    mt_dist *D = mt_dist_get();
+    mt_dist_set_timeout(D, mt_config_get_float(cfg, "distributed.timeout_s"));
+    const int rank = D->rank, world = D->world, is0 = rank == 0;
+/* Only rank 0 writes: log lines, metrics, checkpoints and weights. */
+#define RLOG(...)                                                                                                    \
+    do {                                                                                                             \
+        if (is0) mt_rundir_log(&T.rd, __VA_ARGS__);                                                                  \
+    } while (0)
+
     /* ---- data ---- */
     const char *source = mt_config_get_string(cfg, "data.source");
     s = !strcmp(source, "phantom") ? load_phantom(&T.data, cfg) : load_store(&T.data, cfg);
@@ -683,6 +734,12 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
     memset(&ts, 0, sizeof ts);
     mt_rng_init_stream(&ts.rng, seed, 0x5a3b1e, 0 /* rank */, 0 /* worker */);
     if (resume_path && (s = mt_checkpoint_restore(resume_path, T.model, &T.opt, &ts)) != MT_OK) goto out;
+    /* every rank starts from rank 0's weights (ranks restore the same
+     * checkpoint, so the optimizer state agrees too); buckets and hooks */
+    if (world > 1 &&
+        (s = mt_ddp_init(&T.ddp, D, T.model, mt_config_get_float(cfg, "distributed.bucket_mb"),
+                         mt_config_get_float(cfg, "distributed.first_bucket_mb"))) != MT_OK)
+        goto out;
 
     /* ---- loader: batch k depends only on (seed, rank, k), so a resumed run
      * continues with the batches an uninterrupted one would have seen ---- */
@@ -690,11 +747,15 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
     mt_loader_config_default(&lcfg);
     lcfg.num_workers = (int)mt_config_get_int(cfg, "data.num_workers");
     lcfg.queue_capacity = (int)mt_config_get_int(cfg, "data.queue");
-    if ((s = mt_loader_init(&T.loader, &lcfg, &T.sampler, &aug, seed, 0 /* rank */, ts.step)) != MT_OK) goto out;
+    if (g_shard_global_batch) lcfg.shard_world = world;
+    if ((s = mt_loader_init(&T.loader, &lcfg, &T.sampler, &aug, seed, rank, ts.step)) != MT_OK) goto out;
 
-    /* ---- run directory (only now: nothing is written for a bad config) ---- */
-    if ((s = mt_rundir_open(&T.rd, cfg, resume_path)) != MT_OK) goto out;
-    T.rd_open = 1;
+    /* ---- run directory (only now: nothing is written for a bad config);
+     * rank 0 only: the other ranks write nothing ---- */
+    if (is0) {
+        if ((s = mt_rundir_open(&T.rd, cfg, resume_path)) != MT_OK) goto out;
+        T.rd_open = 1;
+    }
 
     int64_t steps = mt_config_get_int(cfg, "train.steps");
     int64_t log_every = mt_config_get_int(cfg, "run.log_every");
@@ -709,24 +770,30 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
     const char *monitor_name = mt_config_get_string(cfg, "train.early_stop.monitor");
     int batch = scfg.batch_size;
 
-    size_t plen = strlen(T.rd.path) + 32;
+    const char *rdpath = is0 ? T.rd.path : "";
+    size_t plen = strlen(rdpath) + 32;
     char *wpath = malloc(plen), *bpath = malloc(plen);
     MT_CHECK(wpath && bpath);
-    snprintf(wpath, plen, "%s/model.safetensors", T.rd.path);
-    snprintf(bpath, plen, "%s/model_best.safetensors", T.rd.path);
+    snprintf(wpath, plen, "%s/model.safetensors", rdpath);
+    snprintf(bpath, plen, "%s/model_best.safetensors", rdpath);
 
-    mt_rundir_log(&T.rd, "medtrain %s: run %s\n", MT_VERSION, T.rd.path);
-    mt_rundir_log(&T.rd, "data: %s\n", T.data.desc);
-    mt_rundir_log(&T.rd, "model: UNet3D %d levels, %lld parameters, %.2f GFLOP per training step\n",
+    RLOG("medtrain %s: run %s\n", MT_VERSION, rdpath);
+    if (world > 1)
+        RLOG("distributed: %d ranks (MPI), gradient all-reduce in %d bucket(s) (%g MiB, first %g MiB)%s\n", world,
+             mt_ddp_num_buckets(T.ddp), mt_config_get_float(cfg, "distributed.bucket_mb"),
+             mt_config_get_float(cfg, "distributed.first_bucket_mb"),
+             g_shard_global_batch ? "; test mode: ranks share rank 0's global batch" : "");
+    RLOG("data: %s\n", T.data.desc);
+    RLOG("model: UNet3D %d levels, %lld parameters, %.2f GFLOP per training step\n",
                   mc.n_levels, (long long)mt_module_num_params(T.model),
                   3.0 * mt_unet3d_flops(&mc, batch, patch) * 1e-9);
-    mt_rundir_log(&T.rd, "device: cpu, %d threads; batch %d (global batch %d), patch %lldx%lldx%lld; %s; %d loader "
+    RLOG("device: cpu, %d threads; batch %d (global batch %d = %d x %d ranks), patch %lldx%lldx%lld; %s; %d loader "
                   "worker(s)\n",
-                  mt_cpu_get_num_threads(), batch, batch, (long long)patch[0], (long long)patch[1],
+                  mt_cpu_get_num_threads(), batch, batch * world, batch, world, (long long)patch[0], (long long)patch[1],
                   (long long)patch[2], precision, lcfg.num_workers);
     if (!strcmp(precision, "tf32"))
-        mt_rundir_log(&T.rd, "note: tf32 only changes GPU tensor-core matmuls; the CPU computes in fp32\n");
-    if (resume_path) mt_rundir_log(&T.rd, "resumed from %s at step %lld\n", resume_path, (long long)ts.step);
+        RLOG("note: tf32 only changes GPU tensor-core matmuls; the CPU computes in fp32\n");
+    if (resume_path) RLOG("resumed from %s at step %lld\n", resume_path, (long long)ts.step);
 
     double *dice = calloc((size_t)num_classes, sizeof *dice);
     MT_CHECK(dice);
@@ -736,7 +803,7 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
     int validated = 0; /* dice[] holds the model's current state */
     const char *stop_reason = NULL;
     if (ts.step >= steps)
-        mt_rundir_log(&T.rd, "checkpoint is at step %lld: train.steps = %lld already reached\n",
+        RLOG("checkpoint is at step %lld: train.steps = %lld already reached\n",
                       (long long)ts.step, (long long)steps);
     while (ts.step < steps && !stop_reason) {
         double lr = mt_schedule_lr(&T.sched, ts.step);
@@ -760,22 +827,36 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
         s = mt_backward(loss, NULL, 0);
         mt_tensor_release(loss);
         if (s != MT_OK) break;
+        /* world > 1: wait for the bucket all-reduces; .grad = mean over ranks */
+        if (T.ddp && (s = mt_ddp_finish(T.ddp)) != MT_OK) break;
+        /* batch norm running statistics: rank 0's everywhere */
+        if (T.ddp && (s = mt_ddp_sync_buffers(T.ddp)) != MT_OK) break;
         if (clip > 0) mt_optim_clip_grad_norm(T.opt.params, T.opt.n_params, clip, 2.0);
         mt_optim_step(&T.opt);
         ts.step++;
         loss_acc += lv;
         loss_n++;
 
-        if (time_limit > 0 && now_s() - t0 >= time_limit) stop_reason = "train.time_limit_min reached";
+        if (time_limit > 0) {
+            /* every rank stops at the same step: the flag is all-reduced (max) */
+            int64_t over = now_s() - t0 >= time_limit;
+            if ((s = mt_dist_allreduce_i64(D, &over, 1, MT_DIST_MAX)) != MT_OK) break;
+            if (over) stop_reason = "train.time_limit_min reached";
+        }
         int last = ts.step == steps || stop_reason;
         if (ts.step % log_every == 0 || last) {
+            /* the loss of the global batch: mean over ranks */
+            if (world > 1) {
+                if ((s = mt_dist_allreduce_f64(D, &loss_acc, 1, MT_DIST_SUM)) != MT_OK) break;
+                loss_acc /= world;
+            }
             double t = now_s();
-            double sps = (double)(ts.step - step_last) * batch / (t - t_last);
+            double sps = (double)(ts.step - step_last) * batch * world / (t - t_last);
             double rate = (double)(ts.step - step_last) / (t - t_last);
             char eta[32];
             fmt_duration(eta, sizeof eta, (double)(steps - ts.step) / rate);
             mt_host_alloc_stats(&ast);
-            mt_rundir_log(&T.rd, "step %lld/%lld  loss %.4f  lr %.3e  %.1f samples/s  ETA %s\n",
+            RLOG("step %lld/%lld  loss %.4f  lr %.3e  %.1f samples/s  ETA %s\n",
                           (long long)ts.step, (long long)steps, loss_acc / loss_n, lr, sps, eta);
             mt_json_obj o;
             mt_json_obj_begin(&o);
@@ -786,7 +867,7 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
             mt_json_obj_float(&o, "time_s", t - t0);
             mt_json_obj_int(&o, "host_peak_bytes", ast.peak_in_use);
             mt_json_obj_end(&o);
-            mt_rundir_metrics(&T.rd, &o);
+            if (is0) mt_rundir_metrics(&T.rd, &o);
             mt_json_obj_free(&o);
             loss_acc = 0;
             loss_n = 0;
@@ -795,7 +876,7 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
         }
         if (n_eval > 0 && ((val_every > 0 && ts.step % val_every == 0) || last)) {
             double tv = now_s();
-            if ((s = validate(T.model, &T.data.val, n_eval, num_classes, patch, dice)) != MT_OK) break;
+            if ((s = validate(T.model, &T.data.val, n_eval, num_classes, patch, dice, D)) != MT_OK) break;
             validated = 1;
             double mean = 0;
             mt_json_obj o;
@@ -821,7 +902,7 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
                 ts.best = v;
                 ts.best_step = ts.step;
                 ts.bad_validations = 0;
-                if ((s = save_weights(bpath, cfg, &T)) != MT_OK) {
+                if (is0 && (s = save_weights(bpath, cfg, &T)) != MT_OK) {
                     mt_json_obj_free(&o);
                     break;
                 }
@@ -831,14 +912,14 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
             mt_json_obj_float(&o, "best", ts.best);
             mt_json_obj_int(&o, "best_step", ts.best_step);
             mt_json_obj_end(&o);
-            mt_rundir_metrics(&T.rd, &o);
+            if (is0) mt_rundir_metrics(&T.rd, &o);
             mt_json_obj_free(&o);
-            mt_rundir_log(&T.rd, "validation at step %lld (%d cases): Dice%s  mean %.4f  (%s best %.4f at step %lld%s)\n",
+            RLOG("validation at step %lld (%d cases): Dice%s  mean %.4f  (%s best %.4f at step %lld%s)\n",
                           (long long)ts.step, n_eval, line, mean, monitor_name, ts.best, (long long)ts.best_step,
                           better ? ", new best" : "");
             if (patience > 0 && ts.bad_validations >= patience && !stop_reason) {
                 stop_reason = "early stopping";
-                mt_rundir_log(&T.rd, "early stopping: %s did not improve for %lld validations (best %.4f at step "
+                RLOG("early stopping: %s did not improve for %lld validations (best %.4f at step "
                               "%lld)\n", monitor_name, (long long)ts.bad_validations, ts.best, (long long)ts.best_step);
                 last = 1;
             }
@@ -847,7 +928,7 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
         } else {
             validated = 0;
         }
-        if ((ckpt_every > 0 && ts.step % ckpt_every == 0) || last) {
+        if (is0 && ((ckpt_every > 0 && ts.step % ckpt_every == 0) || last)) {
             mt_safetensors st;
             mt_safetensors_init(&st);
             char *written = NULL;
@@ -859,33 +940,32 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
         }
     }
     if (s == MT_OK && stop_reason && strcmp(stop_reason, "early stopping"))
-        mt_rundir_log(&T.rd, "stopped at step %lld/%lld: %s\n", (long long)ts.step, (long long)steps, stop_reason);
+        RLOG("stopped at step %lld/%lld: %s\n", (long long)ts.step, (long long)steps, stop_reason);
     if (s == MT_OK) {
         double total = now_s() - t0;
         char dur[32];
         fmt_duration(dur, sizeof dur, total);
-        s = save_weights(wpath, cfg, &T);
+        if (is0) s = save_weights(wpath, cfg, &T);
         if (s == MT_OK) {
             mt_host_alloc_stats(&ast);
             mt_loader_stats lst;
             mt_loader_get_stats(T.loader, &lst);
-            mt_rundir_log(&T.rd,
-                          "done: %lld steps in %s (validation %.0fs, waiting for data %.1fs); host memory peak %.1f "
+            RLOG("done: %lld steps in %s (validation %.0fs, waiting for data %.1fs); host memory peak %.1f "
                           "MiB\n",
                           (long long)ts.step, dur, val_time, lst.wait_s, (double)ast.peak_in_use / 1048576.0);
-            if (n_eval > 0 && !validated) s = validate(T.model, &T.data.val, n_eval, num_classes, patch, dice);
+            if (n_eval > 0 && !validated) s = validate(T.model, &T.data.val, n_eval, num_classes, patch, dice, D);
             if (n_eval > 0 && s == MT_OK) {
                 double mean = 0;
                 for (int c = 1; c < num_classes; c++) {
-                    mt_rundir_log(&T.rd, "final Dice %-10s %.4f\n", T.data.class_names[c], dice[c]);
+                    RLOG("final Dice %-10s %.4f\n", T.data.class_names[c], dice[c]);
                     mean += dice[c];
                 }
-                mt_rundir_log(&T.rd, "final Dice %-10s %.4f\n", "mean", mean / (num_classes - 1));
+                RLOG("final Dice %-10s %.4f\n", "mean", mean / (num_classes - 1));
             }
             if (s == MT_OK) {
-                mt_rundir_log(&T.rd, "weights: %s\n", wpath);
+                RLOG("weights: %s\n", wpath);
                 if (ts.has_best)
-                    mt_rundir_log(&T.rd, "best weights (%s %.4f at step %lld): %s\n", monitor_name, ts.best,
+                    RLOG("best weights (%s %.4f at step %lld): %s\n", monitor_name, ts.best,
                                   (long long)ts.best_step, bpath);
             }
         }
@@ -896,4 +976,5 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
 out:
     trainer_free(&T);
     return s;
+#undef RLOG
 }

@@ -19,6 +19,13 @@ extern "C" {
  * any other error 1. */
 mt_status mt_train_run(const mt_config *cfg, const char *resume_path);
 
+/* Tests of data-parallel training only: with on = 1, rank r of W takes the
+ * samples r, r + W, ... of the global batch that one rank with batch
+ * train.batch_size * W would draw (data/loader.h shard_world), so W ranks
+ * with batch B train exactly like one rank with batch B * W. Default off:
+ * ranks draw their own batches from (run.seed, rank, step). */
+void mt_train_set_shard_global_batch(int on);
+
 /* The model section of a resolved config (model.*, and data.patch_size
  * checked against the depth) as a UNet3D config; errors name the key. Used
  * by training and by everything that rebuilds a model from the config

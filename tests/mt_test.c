@@ -2,6 +2,8 @@
 
 #include <stdarg.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 int mt_test_failures = 0;
 int mt_test_passes = 0;
@@ -95,4 +97,36 @@ void mt_test_gradcheck(const char *what, mt_gradcheck_fn f, void *ctx, int n, mt
     o.seed = 7;
     int ok = mt_gradcheck(f, ctx, n, inputs, &o);
     mt_test_check(ok, __FILE__, __LINE__, "gradcheck %s", what);
+}
+
+const char *mt_test_mpirun_path(void) {
+    const char *p = getenv("MT_MPIRUN");
+    if (p && *p && access(p, X_OK) == 0) return p;
+    if (access("/usr/bin/mpirun", X_OK) == 0) return "/usr/bin/mpirun";
+    return NULL;
+}
+
+int mt_test_mpirun(int np, const char *args, double timeout_s) {
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) return -1;
+    self[n] = 0;
+    return mt_test_mpirun_exe(np, self, args, timeout_s);
+}
+
+int mt_test_mpirun_exe(int np, const char *self, const char *args, double timeout_s) {
+    const char *mpirun = mt_test_mpirun_path();
+    if (!mpirun) return MT_TEST_SKIP;
+    char cmd[16384];
+    /* root (CI, containers) needs --allow-run-as-root; 2 ranks on 2 cores --oversubscribe;
+     * one OpenMP thread per rank; no CMA single copy (not permitted in containers) */
+    snprintf(cmd, sizeof cmd,
+             "timeout -k 5 %.0f '%s' --allow-run-as-root --oversubscribe --bind-to none "
+             "--mca btl_vader_single_copy_mechanism none -x OMP_NUM_THREADS=1 -x OMP_WAIT_POLICY=passive "
+             "-np %d '%s' %s",
+             timeout_s, mpirun, np, self, args);
+    fflush(stdout);
+    int rc = system(cmd);
+    if (rc == -1 || !WIFEXITED(rc)) return -1;
+    return WEXITSTATUS(rc);
 }

@@ -45,4 +45,13 @@ double *mt_test_to_f64(const mt_tensor *t);
 void mt_test_gradcheck(const char *what, mt_gradcheck_fn f, void *ctx, int n, mt_tensor **inputs,
                        double eps, double atol, double rtol);
 
+/* mpirun for tests labelled `mpi`: $MT_MPIRUN (set by CTest) or /usr/bin/mpirun; NULL if absent. */
+const char *mt_test_mpirun_path(void);
+/* Runs `mpirun -np np <this test executable> args` (as root, oversubscribed,
+ * one OpenMP thread per rank), killed after timeout_s. Returns the exit
+ * status, MT_TEST_SKIP when mpirun is missing, -1 when it could not run. */
+int mt_test_mpirun(int np, const char *args, double timeout_s);
+/* The same for another executable (args: shell words, may redirect output). */
+int mt_test_mpirun_exe(int np, const char *exe, const char *args, double timeout_s);
+
 #endif

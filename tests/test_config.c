@@ -243,6 +243,14 @@ static void test_valid_parse(void) {
     CHECK(mt_config_check(cfg) == MT_ERR_CONFIG &&
           !strcmp(mt_error_msg(), "--set 'model.groups=3': model.groups: 3 does not divide model.features[0] = 4"));
     mt_config_free(cfg);
+    /* distributed.backend nccl without the CUDA backend: an error naming the key */
+    cfg = mt_config_default();
+    CHECK(mt_config_set(cfg, "distributed.backend=mpi") == MT_OK && mt_config_check(cfg) == MT_OK);
+    CHECK(mt_config_set(cfg, "distributed.backend=nccl") == MT_OK);
+    CHECK_MSG(mt_config_check(cfg) == MT_ERR_CONFIG && strstr(mt_error_msg(), "distributed.backend") &&
+                  strstr(mt_error_msg(), "CUDA"),
+              "%s", mt_error_msg());
+    mt_config_free(cfg);
 
     /* an empty file and a file of comments give the defaults */
     mt_config *e = NULL;

@@ -391,6 +391,48 @@ static void test_errors(const mt_augment_config *aug) {
     mt_sampler_free(&empty);
 }
 
+/* shard_world (tests of data-parallel training): ranks r = 0, 1 with batch 3
+ * get the samples r, r + 2, r + 4 of rank 0's batch of 6. */
+static void test_shard(const mt_augment_config *aug) {
+    mt_sampler big;
+    mt_sampler_config sc = g_s.cfg;
+    sc.batch_size = 6;
+    MT_CHECK(mt_sampler_init(&big, &sc) == MT_OK);
+    for (int i = 0; i < g_ds.num_cases; i++)
+        MT_CHECK(mt_sampler_add_case(&big, g_ds.images[i], g_ds.labels[i]) == MT_OK);
+    mt_tensor *gim, *glb;
+    CHECK(mt_loader_make_batch(&gim, &glb, &big, aug, 1234, 0, 2) == MT_OK);
+    const int64_t *P = g_s.cfg.patch;
+    size_t vol = (size_t)(P[0] * P[1] * P[2]), ibytes = vol * sizeof(float) * (size_t)g_s.channels;
+    for (int r = 0; r < 2; r++) {
+        mt_loader_config cfg;
+        mt_loader_config_default(&cfg);
+        cfg.shard_world = 2;
+        mt_loader *L;
+        CHECK(mt_loader_init(&L, &cfg, &g_s, aug, 1234, r, 2) == MT_OK);
+        mt_tensor *im, *lb;
+        CHECK(mt_loader_next(L, &im, &lb) == MT_OK);
+        int ok = 1;
+        for (int j = 0; j < 3; j++) {
+            int g = r + 2 * j;
+            ok &= !memcmp((char *)mt_tensor_data(im) + j * ibytes, (char *)mt_tensor_data(gim) + g * ibytes, ibytes);
+            ok &= !memcmp((char *)mt_tensor_data(lb) + j * vol, (char *)mt_tensor_data(glb) + g * vol, vol);
+        }
+        CHECK_MSG(ok, "shard rank %d: samples differ from the global batch", r);
+        mt_tensor_release(im);
+        mt_tensor_release(lb);
+        mt_loader_free(L);
+    }
+    mt_loader_config cfg;
+    mt_loader_config_default(&cfg);
+    cfg.shard_world = 2;
+    mt_loader *L = NULL;
+    CHECK(mt_loader_init(&L, &cfg, &g_s, aug, 1234, 2, 0) == MT_ERR_INVALID && L == NULL);
+    mt_tensor_release(gim);
+    mt_tensor_release(glb);
+    mt_sampler_free(&big);
+}
+
 int main(void) {
     alarm(120); /* a hang fails the test */
     setup();
@@ -404,6 +446,7 @@ int main(void) {
     test_shutdown(&aug);
     test_alignment();
     test_errors(&aug);
+    test_shard(&aug);
     for (int k = 0; k < K; k++) {
         mt_tensor_release(g_ref_im[k]);
         mt_tensor_release(g_ref_lb[k]);
