@@ -17,8 +17,11 @@
 #include "mt_test.h"
 
 #define HIPPO MT_SHARED_DIR "/data/Task04_Hippocampus"
-/* The bar: mean foreground validation Dice after STEPS steps. */
-#define STEPS "600"
+/* The bar: mean foreground validation Dice after STEPS steps at a constant
+ * learning rate. (With a poly schedule over only 600 steps the posterior
+ * class was never picked up, Dice 0.01: in the full 1950-step run it appears
+ * between steps 250 and 500, while the rate is still high.) */
+#define STEPS "1000"
 #define DICE_BAR 0.75
 
 static double last_num(const char *text, const char *key) {
@@ -43,7 +46,7 @@ int main(void) {
     snprintf(s_splits, sizeof s_splits, "data.splits=%s/splits.json", HIPPO);
     snprintf(s_dir, sizeof s_dir, "run.dir=%s", tmp);
     const char *sets[] = {s_path, s_prep, s_splits, s_dir, "run.name=short", "train.steps=" STEPS,
-                          "train.val_every=300", "train.time_limit_min=0", "run.log_every=50"};
+                          "train.val_every=500", "sched.name=constant", "train.time_limit_min=0", "run.log_every=50"};
     mt_config *cfg = NULL;
     mt_status s = mt_config_load(&cfg, MT_SOURCE_DIR "/configs/hippocampus_cpu.yaml", (int)(sizeof sets / sizeof *sets),
                                  sets);
