@@ -1,6 +1,9 @@
 #include "mt_test.h"
 
+#include <math.h>
 #include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -129,4 +132,31 @@ int mt_test_mpirun_exe(int np, const char *self, const char *args, double timeou
     int rc = system(cmd);
     if (rc == -1 || !WIFEXITED(rc)) return -1;
     return WEXITSTATUS(rc);
+}
+
+double mt_test_json_last(const char *text, const char *key) {
+    char pat[128];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    double v = NAN;
+    for (const char *p = text; (p = strstr(p, pat)); p += strlen(pat)) v = strtod(p + strlen(pat), NULL);
+    return v;
+}
+
+void mt_test_read_metrics(const char *path, mt_test_metrics *m) {
+    memset(m, 0, sizeof *m);
+    m->dice_mean = -1;
+    FILE *f = fopen(path, "r");
+    CHECK_MSG(f != NULL, "open %s", path);
+    if (!f) return;
+    char line[4096];
+    while (fgets(line, sizeof line, f)) {
+        double l = mt_test_json_last(line, "loss");
+        if (!isnan(l) && m->n < MT_TEST_MAX_LOSSES) {
+            m->step[m->n] = (long)mt_test_json_last(line, "step");
+            m->loss[m->n++] = l;
+        }
+        double d = mt_test_json_last(line, "val_dice_mean");
+        if (!isnan(d)) m->dice_mean = d;
+    }
+    fclose(f);
 }

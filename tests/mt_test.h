@@ -29,6 +29,20 @@ void mt_test_check(int ok, const char *file, int line, const char *fmt, ...)
 /* Prints the summary line and returns the exit status. */
 int mt_test_finish(void);
 
+/* A run's metrics.jsonl (launch/train.c): the logged training losses in
+ * order (with their steps) and the last value of any key. */
+#define MT_TEST_MAX_LOSSES 4096
+typedef struct {
+    int n;
+    long step[MT_TEST_MAX_LOSSES];
+    double loss[MT_TEST_MAX_LOSSES];
+    double dice_mean; /* last val_dice_mean, -1 if none */
+} mt_test_metrics;
+/* Reads path into m (a failed open is a test failure). */
+void mt_test_read_metrics(const char *path, mt_test_metrics *m);
+/* The number after the last "key": in text, NAN if none. */
+double mt_test_json_last(const char *text, const char *key);
+
 /* Random f32 CPU tensor, uniform in [lo, hi), from a fixed test stream. */
 mt_tensor *mt_test_rand(int ndim, const int64_t *shape, float lo, float hi);
 mt_tensor *mt_test_randn(int ndim, const int64_t *shape);

@@ -17,39 +17,6 @@
 
 static char g_tmp[256];
 
-typedef struct {
-    int n;
-    long step[4096];
-    double loss[4096];
-    double dice_mean; /* last val_dice_mean, -1 if none */
-} metrics;
-
-static double json_num(const char *line, const char *key) {
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\":", key);
-    const char *p = strstr(line, pat);
-    return p ? strtod(p + strlen(pat), NULL) : NAN;
-}
-
-static void read_metrics(const char *path, metrics *m) {
-    memset(m, 0, sizeof *m);
-    m->dice_mean = -1;
-    FILE *f = fopen(path, "r");
-    CHECK_MSG(f != NULL, "open %s", path);
-    if (!f) return;
-    char line[4096];
-    while (fgets(line, sizeof line, f)) {
-        double l = json_num(line, "loss");
-        if (!isnan(l) && m->n < 4096) {
-            m->step[m->n] = (long)json_num(line, "step");
-            m->loss[m->n++] = l;
-        }
-        double d = json_num(line, "val_dice_mean");
-        if (!isnan(d)) m->dice_mean = d;
-    }
-    fclose(f);
-}
-
 static mt_config *make_cfg(const char *yaml, int nsets, const char *const *sets) {
     mt_config *cfg = NULL;
     mt_status s = mt_config_parse_string(&cfg, yaml, "test.yaml", nsets, sets);
@@ -79,14 +46,14 @@ static void test_resume(void) {
     snprintf(ck, sizeof ck, "%s/tiny/checkpoints/step_00000003.safetensors", dir);
     snprintf(met, sizeof met, "%s/tiny/metrics.jsonl", dir);
     CHECK_MSG(mt_fs_is_file(ck), "checkpoint %s written", ck);
-    metrics a;
-    read_metrics(met, &a);
+    mt_test_metrics a;
+    mt_test_read_metrics(met, &a);
     CHECK_MSG(a.n == 6, "6 logged losses, got %d", a.n);
     /* Resume from step 3: the run continues in the same directory and appends. */
     s = mt_train_run(cfg, ck);
     CHECK_MSG(s == MT_OK, "resumed run: %s", mt_error_msg());
-    metrics b;
-    read_metrics(met, &b);
+    mt_test_metrics b;
+    mt_test_read_metrics(met, &b);
     CHECK_MSG(b.n == 9, "3 more losses after resuming, got %d", b.n);
     if (a.n == 6 && b.n == 9)
         for (int k = 0; k < 3; k++) {

@@ -24,14 +24,6 @@
 #define STEPS "1000"
 #define DICE_BAR 0.75
 
-static double last_num(const char *text, const char *key) {
-    char pat[96];
-    snprintf(pat, sizeof pat, "\"%s\":", key);
-    double v = NAN;
-    for (const char *p = text; (p = strstr(p, pat)); p += strlen(pat)) v = strtod(p + strlen(pat), NULL);
-    return v;
-}
-
 int main(void) {
     if (!mt_fs_is_dir(HIPPO)) {
         printf("skipped: %s is absent\n", HIPPO);
@@ -61,8 +53,8 @@ int main(void) {
     char *met = NULL;
     size_t len = 0;
     if (s == MT_OK && mt_fs_read_file(p, &met, &len) == MT_OK) {
-        double d = last_num(met, "val_dice_mean"), a = last_num(met, "val_dice_anterior"),
-               b = last_num(met, "val_dice_posterior");
+        double d = mt_test_json_last(met, "val_dice_mean"), a = mt_test_json_last(met, "val_dice_anterior"),
+               b = mt_test_json_last(met, "val_dice_posterior");
         printf("hippocampus, %s steps: validation Dice anterior %.4f posterior %.4f mean %.4f (bar %.2f)\n", STEPS, a,
                b, d, DICE_BAR);
         CHECK_MSG(d >= DICE_BAR, "mean foreground Dice %.4f >= %.2f", d, DICE_BAR);

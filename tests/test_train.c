@@ -17,39 +17,6 @@
 
 static char g_tmp[256];
 
-typedef struct {
-    int n;
-    long step[4096];
-    double loss[4096];
-    double dice_mean; /* last val_dice_mean, -1 if none */
-} metrics;
-
-static double json_num(const char *line, const char *key) {
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\":", key);
-    const char *p = strstr(line, pat);
-    return p ? strtod(p + strlen(pat), NULL) : NAN;
-}
-
-static void read_metrics(const char *path, metrics *m) {
-    memset(m, 0, sizeof *m);
-    m->dice_mean = -1;
-    FILE *f = fopen(path, "r");
-    CHECK_MSG(f != NULL, "open %s", path);
-    if (!f) return;
-    char line[4096];
-    while (fgets(line, sizeof line, f)) {
-        double l = json_num(line, "loss");
-        if (!isnan(l) && m->n < 4096) {
-            m->step[m->n] = (long)json_num(line, "step");
-            m->loss[m->n++] = l;
-        }
-        double d = json_num(line, "val_dice_mean");
-        if (!isnan(d)) m->dice_mean = d;
-    }
-    fclose(f);
-}
-
 static void test_learns_phantom(void) {
     char sets0[400];
     snprintf(sets0, sizeof sets0, "run.dir=%s/learn", g_tmp);
@@ -64,8 +31,8 @@ static void test_learns_phantom(void) {
     CHECK_MSG(s == MT_OK, "default run: %s", mt_error_msg());
     char met[400];
     snprintf(met, sizeof met, "%s/learn/learn/metrics.jsonl", g_tmp);
-    metrics m;
-    read_metrics(met, &m);
+    mt_test_metrics m;
+    mt_test_read_metrics(met, &m);
     CHECK_MSG(m.n >= 4, "losses logged (%d)", m.n);
     if (m.n >= 4) {
         double first = (m.loss[0] + m.loss[1]) / 2, last = (m.loss[m.n - 1] + m.loss[m.n - 2]) / 2;

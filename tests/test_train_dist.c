@@ -19,35 +19,6 @@
 
 #define STEPS 20
 
-typedef struct {
-    int n;
-    double loss[256];
-    double dice_mean; /* last val_dice_mean, -1 if none */
-} metrics;
-
-static double json_num(const char *line, const char *key) {
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\":", key);
-    const char *p = strstr(line, pat);
-    return p ? strtod(p + strlen(pat), NULL) : NAN;
-}
-
-static void read_metrics(const char *path, metrics *m) {
-    memset(m, 0, sizeof *m);
-    m->dice_mean = -1;
-    FILE *f = fopen(path, "r");
-    CHECK_MSG(f != NULL, "open %s", path);
-    if (!f) return;
-    char line[4096];
-    while (fgets(line, sizeof line, f)) {
-        double l = json_num(line, "loss");
-        if (!isnan(l) && m->n < 256) m->loss[m->n++] = l;
-        double d = json_num(line, "val_dice_mean");
-        if (!isnan(d)) m->dice_mean = d;
-    }
-    fclose(f);
-}
-
 /* A small, fast run: 20 steps, a loss line every step, validation at 10 and 20. */
 static mt_status train(const char *dir, const char *name, int batch, const char *extra) {
     mt_config *cfg = mt_config_default();
@@ -119,9 +90,9 @@ int main(int argc, char **argv) {
     char p1[512], p2[512];
     snprintf(p1, sizeof p1, "%s/one/metrics.jsonl", tmp);
     snprintf(p2, sizeof p2, "%s/two/metrics.jsonl", tmp);
-    metrics a, b;
-    read_metrics(p1, &a);
-    read_metrics(p2, &b);
+    mt_test_metrics a, b;
+    mt_test_read_metrics(p1, &a);
+    mt_test_read_metrics(p2, &b);
     CHECK_MSG(a.n == STEPS && b.n == STEPS, "loss lines: %d and %d (want %d)", a.n, b.n, STEPS);
     double worst = 0;
     for (int k = 0; k < a.n && k < b.n; k++) worst = fmax(worst, fabs(a.loss[k] - b.loss[k]));

@@ -130,14 +130,6 @@ static char *read_all(const char *path) {
     return text;
 }
 
-static double last_num(const char *text, const char *key) {
-    char pat[96];
-    snprintf(pat, sizeof pat, "\"%s\":", key);
-    double v = NAN;
-    for (const char *p = text; (p = strstr(p, pat)); p += strlen(pat)) v = strtod(p + strlen(pat), NULL);
-    return v;
-}
-
 static int run_dir_exists(const char *name) {
     char p[512];
     snprintf(p, sizeof p, "%s/runs/%s", g_tmp, name);
@@ -168,13 +160,13 @@ static void test_learns_from_store(void) {
     char *met = read_all(p);
     CHECK(met != NULL);
     if (met) {
-        double d = last_num(met, "val_dice_mean");
-        double d1 = last_num(met, "val_dice_front_part");
+        double d = mt_test_json_last(met, "val_dice_mean");
+        double d1 = mt_test_json_last(met, "val_dice_front_part");
         /* the larger structure is learnt within 60 steps; the small one takes longer */
         CHECK_MSG(d1 >= 0.6, "Dice of \"Front Part\" after 60 steps %.4f >= 0.6", d1);
-        CHECK_MSG(!isnan(last_num(met, "val_dice_front_part")), "metric named after the class \"Front Part\"");
-        CHECK_MSG(!isnan(last_num(met, "val_dice_back")), "metric val_dice_back");
-        double best = last_num(met, "best");
+        CHECK_MSG(!isnan(mt_test_json_last(met, "val_dice_front_part")), "metric named after the class \"Front Part\"");
+        CHECK_MSG(!isnan(mt_test_json_last(met, "val_dice_back")), "metric val_dice_back");
+        double best = mt_test_json_last(met, "best");
         CHECK_MSG(best >= d - 1e-12, "best %.4f >= last %.4f", best, d);
         printf("store run: final mean Dice %.4f, best %.4f\n", d, best);
     }
