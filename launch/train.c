@@ -784,15 +784,13 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
              mt_config_get_float(cfg, "distributed.first_bucket_mb"),
              g_shard_global_batch ? "; test mode: ranks share rank 0's global batch" : "");
     RLOG("data: %s\n", T.data.desc);
-    RLOG("model: UNet3D %d levels, %lld parameters, %.2f GFLOP per training step\n",
-                  mc.n_levels, (long long)mt_module_num_params(T.model),
-                  3.0 * mt_unet3d_flops(&mc, batch, patch) * 1e-9);
+    RLOG("model: UNet3D %d levels, %lld parameters, %.2f GFLOP per training step\n", mc.n_levels,
+         (long long)mt_module_num_params(T.model), 3.0 * mt_unet3d_flops(&mc, batch, patch) * 1e-9);
     RLOG("device: cpu, %d threads; batch %d (global batch %d = %d x %d ranks), patch %lldx%lldx%lld; %s; %d loader "
-                  "worker(s)\n",
-                  mt_cpu_get_num_threads(), batch, batch * world, batch, world, (long long)patch[0], (long long)patch[1],
-                  (long long)patch[2], precision, lcfg.num_workers);
-    if (!strcmp(precision, "tf32"))
-        RLOG("note: tf32 only changes GPU tensor-core matmuls; the CPU computes in fp32\n");
+         "worker(s)\n",
+         mt_cpu_get_num_threads(), batch, batch * world, batch, world, (long long)patch[0], (long long)patch[1],
+         (long long)patch[2], precision, lcfg.num_workers);
+    if (!strcmp(precision, "tf32")) RLOG("note: tf32 only changes GPU tensor-core matmuls; the CPU computes in fp32\n");
     if (resume_path) RLOG("resumed from %s at step %lld\n", resume_path, (long long)ts.step);
 
     double *dice = calloc((size_t)num_classes, sizeof *dice);
@@ -803,8 +801,7 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
     int validated = 0; /* dice[] holds the model's current state */
     const char *stop_reason = NULL;
     if (ts.step >= steps)
-        RLOG("checkpoint is at step %lld: train.steps = %lld already reached\n",
-                      (long long)ts.step, (long long)steps);
+        RLOG("checkpoint is at step %lld: train.steps = %lld already reached\n", (long long)ts.step, (long long)steps);
     while (ts.step < steps && !stop_reason) {
         double lr = mt_schedule_lr(&T.sched, ts.step);
         mt_optim_set_lr(&T.opt, lr);
@@ -856,8 +853,8 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
             char eta[32];
             fmt_duration(eta, sizeof eta, (double)(steps - ts.step) / rate);
             mt_host_alloc_stats(&ast);
-            RLOG("step %lld/%lld  loss %.4f  lr %.3e  %.1f samples/s  ETA %s\n",
-                          (long long)ts.step, (long long)steps, loss_acc / loss_n, lr, sps, eta);
+            RLOG("step %lld/%lld  loss %.4f  lr %.3e  %.1f samples/s  ETA %s\n", (long long)ts.step, (long long)steps,
+                 loss_acc / loss_n, lr, sps, eta);
             mt_json_obj o;
             mt_json_obj_begin(&o);
             mt_json_obj_int(&o, "step", ts.step);
@@ -889,8 +886,7 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
                 mt_json_obj_float(&o, T.data.metric_names[c], dice[c]);
                 mean += dice[c];
                 if (len < sizeof line)
-                    len += (size_t)snprintf(line + len, sizeof line - len, "  %s %.4f", T.data.class_names[c],
-                                            dice[c]);
+                    len += (size_t)snprintf(line + len, sizeof line - len, "  %s %.4f", T.data.class_names[c], dice[c]);
             }
             mean /= (num_classes - 1);
             mt_json_obj_float(&o, "val_dice_mean", mean);
@@ -915,12 +911,13 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
             if (is0) mt_rundir_metrics(&T.rd, &o);
             mt_json_obj_free(&o);
             RLOG("validation at step %lld (%d cases): Dice%s  mean %.4f  (%s best %.4f at step %lld%s)\n",
-                          (long long)ts.step, n_eval, line, mean, monitor_name, ts.best, (long long)ts.best_step,
-                          better ? ", new best" : "");
+                 (long long)ts.step, n_eval, line, mean, monitor_name, ts.best, (long long)ts.best_step,
+                 better ? ", new best" : "");
             if (patience > 0 && ts.bad_validations >= patience && !stop_reason) {
                 stop_reason = "early stopping";
                 RLOG("early stopping: %s did not improve for %lld validations (best %.4f at step "
-                              "%lld)\n", monitor_name, (long long)ts.bad_validations, ts.best, (long long)ts.best_step);
+                     "%lld)\n",
+                     monitor_name, (long long)ts.bad_validations, ts.best, (long long)ts.best_step);
                 last = 1;
             }
             val_time += now_s() - tv;
@@ -951,8 +948,8 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
             mt_loader_stats lst;
             mt_loader_get_stats(T.loader, &lst);
             RLOG("done: %lld steps in %s (validation %.0fs, waiting for data %.1fs); host memory peak %.1f "
-                          "MiB\n",
-                          (long long)ts.step, dur, val_time, lst.wait_s, (double)ast.peak_in_use / 1048576.0);
+                 "MiB\n",
+                 (long long)ts.step, dur, val_time, lst.wait_s, (double)ast.peak_in_use / 1048576.0);
             if (n_eval > 0 && !validated) s = validate(T.model, &T.data.val, n_eval, num_classes, patch, dice, D);
             if (n_eval > 0 && s == MT_OK) {
                 double mean = 0;
@@ -965,8 +962,8 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
             if (s == MT_OK) {
                 RLOG("weights: %s\n", wpath);
                 if (ts.has_best)
-                    RLOG("best weights (%s %.4f at step %lld): %s\n", monitor_name, ts.best,
-                                  (long long)ts.best_step, bpath);
+                    RLOG("best weights (%s %.4f at step %lld): %s\n", monitor_name, ts.best, (long long)ts.best_step,
+                         bpath);
             }
         }
     }
