@@ -20,7 +20,7 @@
 #define STEPS 20
 
 /* A small, fast run: 20 steps, a loss line every step, validation at 10 and 20. */
-static mt_status train(const char *dir, const char *name, int batch, const char *extra) {
+static mt_status train_from(const char *dir, const char *name, int batch, const char *extra, const char *resume) {
     mt_config *cfg = mt_config_default();
     char b0[512], b1[128], b2[64];
     snprintf(b0, sizeof b0, "run.dir=%s", dir);
@@ -34,9 +34,13 @@ static mt_status train(const char *dir, const char *name, int batch, const char 
     mt_status s = MT_OK;
     for (size_t k = 0; k < sizeof sets / sizeof *sets && s == MT_OK; k++)
         if (sets[k] && *sets[k]) s = mt_config_set(cfg, sets[k]);
-    if (s == MT_OK) s = mt_train_run(cfg, NULL);
+    if (s == MT_OK) s = mt_train_run(cfg, resume);
     mt_config_free(cfg);
     return s;
+}
+
+static mt_status train(const char *dir, const char *name, int batch, const char *extra) {
+    return train_from(dir, name, batch, extra, NULL);
 }
 
 static int worker(const char *dir) {
@@ -112,6 +116,24 @@ int main(int argc, char **argv) {
     char cmd[700];
     snprintf(cmd, sizeof cmd, "test $(grep -c '^medtrain ' '%s/two/train.log') -eq 1", tmp);
     CHECK_MSG(system(cmd) == 0, "train.log has one header (rank 0 only)");
+
+    /* --resume with another rank count: the 2-rank run's step-10 checkpoint
+     * continued by 1 rank with the same global batch (batch 2 = the samples the
+     * two ranks shared) gives the 2-rank run's losses for steps 11..20 */
+    char ck[600];
+    snprintf(ck, sizeof ck, "%s/two/checkpoints/step_00000010.safetensors", tmp);
+    s = train_from(tmp, "two", 2, "", ck);
+    CHECK_MSG(s == MT_OK, "resume of the 2-rank run with 1 rank: %s", mt_error_msg());
+    mt_test_metrics c;
+    mt_test_read_metrics(p2, &c);
+    CHECK_MSG(c.n == STEPS + 10, "10 more losses after resuming, got %d", c.n - STEPS);
+    double worst_r = 0;
+    for (int k = 0; k < 10 && c.n == STEPS + 10 && b.n == STEPS; k++) {
+        CHECK_MSG(c.step[STEPS + k] == b.step[10 + k], "resumed step %ld vs %ld", c.step[STEPS + k], b.step[10 + k]);
+        worst_r = fmax(worst_r, fabs(c.loss[STEPS + k] - b.loss[10 + k]));
+    }
+    CHECK_MSG(worst_r <= 1e-3, "resumed with 1 rank vs 2 ranks: max loss difference %.3g", worst_r);
+    printf("resume of a 2-rank checkpoint with 1 rank: steps 11..20, max loss difference %.3g\n", worst_r);
 
     /* early exit of rank 1: the job ends non-zero within the timeout (3 s) */
     snprintf(args, sizeof args, "--worker-early-exit '%s'", tmp);
