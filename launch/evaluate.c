@@ -237,17 +237,12 @@ static void json_kv_str(mt_strbuf *sb, const char *k, const char *v, int comma) 
     else mt_strbuf_puts(sb, "null");
 }
 
-static void json_num(mt_strbuf *sb, double v) {
-    if (isfinite(v)) mt_strbuf_double(sb, v);
-    else mt_strbuf_puts(sb, "null");
-}
-
 static char *summary_extra(const eval_ctx *c, const mt_evaluate_options *o, const mt_eval_results *res,
                            double total_s, double infer_s) {
     mt_strbuf sb;
     mt_strbuf_init(&sb);
     mt_strbuf_puts(&sb, "\"mean_foreground_dice\": ");
-    json_num(&sb, mt_eval_results_class_mean(res, MT_METRIC_DICE));
+    mt_strbuf_json_number(&sb, mt_eval_results_class_mean(res, MT_METRIC_DICE));
     mt_strbuf_puts(&sb, ",\n  ");
     json_kv_str(&sb, "weights", o->weights_path ? o->weights_path : c->w->path, 0);
     json_kv_str(&sb, "data", o->data_path, 1);
@@ -261,7 +256,7 @@ static char *summary_extra(const eval_ctx *c, const mt_evaluate_options *o, cons
                 c->is_store ? (c->ref_original ? "original" : "inverted_store_labels") : "original", 0);
     json_kv_str(&sb, "reference_detail", c->is_store ? c->ref_note : "labelsTr of the dataset folder", 1);
     mt_strbuf_puts(&sb, ",\n  \"options\": {\"overlap\": ");
-    json_num(&sb, o->predict.overlap);
+    mt_strbuf_json_number(&sb, o->predict.overlap);
     mt_strbuf_printf(&sb,
                      ", \"mirror\": %s, \"batch\": %d, \"largest_component\": %s, \"patch_size\": [%lld, %lld, %lld], "
                      "\"gaussian\": true, \"threads\": %d}",
@@ -269,9 +264,9 @@ static char *summary_extra(const eval_ctx *c, const mt_evaluate_options *o, cons
                      o->predict.largest_component ? "true" : "false", (long long)c->w->patch[0],
                      (long long)c->w->patch[1], (long long)c->w->patch[2], mt_cpu_get_num_threads());
     mt_strbuf_puts(&sb, ",\n  \"timing\": {\"total_s\": ");
-    json_num(&sb, total_s);
+    mt_strbuf_json_number(&sb, total_s);
     mt_strbuf_puts(&sb, ", \"per_case_s\": ");
-    json_num(&sb, res->n_cases ? infer_s / res->n_cases : NAN);
+    mt_strbuf_json_number(&sb, res->n_cases ? infer_s / res->n_cases : NAN);
     mt_strbuf_puts(&sb, "}");
     mt_strbuf_printf(&sb, ",\n  \"medtrain_version\": \"%s\"", MT_VERSION);
     return mt_strbuf_take(&sb);

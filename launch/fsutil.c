@@ -319,18 +319,17 @@ void mt_json_obj_int(mt_json_obj *o, const char *key, int64_t v) {
     mt_strbuf_printf(&o->sb, "%lld", (long long)v);
 }
 
+void mt_strbuf_json_number(mt_strbuf *sb, double v) {
+    /* JSON numbers need a digit before '.' ("%g" never omits it) */
+    if (isfinite(v))
+        mt_strbuf_double(sb, v);
+    else
+        mt_strbuf_puts(sb, "null");
+}
+
 void mt_json_obj_float(mt_json_obj *o, const char *key, double v) {
     json_key(o, key);
-    if (!isfinite(v)) {
-        mt_strbuf_puts(&o->sb, "null");
-        return;
-    }
-    mt_strbuf sb;
-    mt_strbuf_init(&sb);
-    mt_strbuf_double(&sb, v);
-    /* JSON numbers need a digit before '.' ("%g" never omits it) */
-    mt_strbuf_puts(&o->sb, sb.data);
-    mt_strbuf_free(&sb);
+    mt_strbuf_json_number(&o->sb, v);
 }
 
 void mt_json_obj_string(mt_json_obj *o, const char *key, const char *v) {

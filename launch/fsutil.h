@@ -45,6 +45,8 @@ void mt_strbuf_printf(mt_strbuf *sb, const char *fmt, ...)
 /* Appends the shortest decimal text that reads back as exactly v (%.17g at
  * most), e.g. 0.001 -> "0.001". Non-finite values as "nan", "inf", "-inf". */
 void mt_strbuf_double(mt_strbuf *sb, double v);
+/* Appends v as a JSON number (mt_strbuf_double), or null when not finite. */
+void mt_strbuf_json_number(mt_strbuf *sb, double v);
 /* Appends s as a JSON string literal, quotes included (escapes " \ and
  * control characters as serde_json does; other bytes are copied). */
 void mt_strbuf_json_string(mt_strbuf *sb, const char *s);

@@ -88,6 +88,14 @@ void mt_train_set_shard_global_batch(int on) { g_shard_global_batch = on; }
 
 /* ------------------------------------------------------------ building */
 
+/* The error just recorded (by a validator that does not know the config) as
+ * a config error naming `key` and where it was set. */
+static mt_status config_error_from_last(const mt_config *cfg, const char *key) {
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", mt_error_msg());
+    return mt_config_error(cfg, key, "%s", msg);
+}
+
 mt_status mt_train_model_config(const mt_config *cfg, mt_unet3d_config *mc) {
     mt_unet3d_config_default(mc);
     int nf;
@@ -109,18 +117,10 @@ mt_status mt_train_model_config(const mt_config *cfg, mt_unet3d_config *mc) {
     mc->upsample = ups[mt_config_get_enum(cfg, "model.upsample")];
     mc->deep_supervision = mt_config_get_bool(cfg, "model.deep_supervision");
     mc->dropout = (float)mt_config_get_float(cfg, "model.dropout");
-    if (mt_unet3d_config_validate(mc) != MT_OK) {
-        char msg[1024];
-        snprintf(msg, sizeof msg, "%s", mt_error_msg());
-        return mt_config_error(cfg, "model.features", "%s", msg);
-    }
+    if (mt_unet3d_config_validate(mc) != MT_OK) return config_error_from_last(cfg, "model.features");
     int np;
     const int64_t *patch = mt_config_get_int_list(cfg, "data.patch_size", &np);
-    if (mt_unet3d_check_patch(mc, patch) != MT_OK) {
-        char msg[1024];
-        snprintf(msg, sizeof msg, "%s", mt_error_msg());
-        return mt_config_error(cfg, "data.patch_size", "%s", msg);
-    }
+    if (mt_unet3d_check_patch(mc, patch) != MT_OK) return config_error_from_last(cfg, "data.patch_size");
     return MT_OK;
 }
 
@@ -139,11 +139,7 @@ static mt_status schedule_from(const mt_config *cfg, mt_schedule *s) {
     s->step_size = mt_config_get_int(cfg, "sched.step_size");
     s->gamma = mt_config_get_float(cfg, "sched.gamma");
     s->power = mt_config_get_float(cfg, "sched.poly_power");
-    if (mt_schedule_validate(s) != MT_OK) {
-        char msg[1024];
-        snprintf(msg, sizeof msg, "%s", mt_error_msg());
-        return mt_config_error(cfg, "sched.name", "%s", msg);
-    }
+    if (mt_schedule_validate(s) != MT_OK) return config_error_from_last(cfg, "sched.name");
     return MT_OK;
 }
 
@@ -167,11 +163,7 @@ static mt_status optim_from(const mt_config *cfg, mt_optim *opt, mt_module *mode
     mt_status s = mt_optim_init(opt, params.n, ps, &h);
     free(ps);
     mt_named_tensors_free(&params);
-    if (s != MT_OK) {
-        char msg[1024];
-        snprintf(msg, sizeof msg, "%s", mt_error_msg());
-        return mt_config_error(cfg, "optim.name", "%s", msg);
-    }
+    if (s != MT_OK) return config_error_from_last(cfg, "optim.name");
     return MT_OK;
 }
 
@@ -212,7 +204,7 @@ typedef struct {
     int num_channels, num_classes;
     char **class_names;      /* [num_classes] */
     char **metric_names;     /* [num_classes]: "val_dice_<sanitised class name>" */
-    mt_h5store_meta *store;  /* hdf5: the store's meta (for the weight file), else NULL */
+    mt_h5store *store;       /* hdf5: the open store (its meta goes into the weight file), else NULL */
     char desc[512];          /* one line for the log */
 } dataset;
 
@@ -225,10 +217,7 @@ static void dataset_free(dataset *d) {
     }
     free(d->class_names);
     free(d->metric_names);
-    if (d->store) {
-        mt_h5store_meta_free(d->store);
-        free(d->store);
-    }
+    mt_h5store_close(d->store);
     memset(d, 0, sizeof *d);
 }
 
@@ -270,11 +259,7 @@ static mt_status load_phantom(dataset *d, const mt_config *cfg) {
     for (int a = 0; a < 3; a++) pc.shape[a] = shape[a];
     pc.num_classes = (int)mt_config_get_int(cfg, "data.phantom.num_classes");
     pc.seed = (uint64_t)mt_config_get_int(cfg, "data.phantom.seed");
-    if (mt_phantom_config_check(&pc) != MT_OK) {
-        char msg[1024];
-        snprintf(msg, sizeof msg, "%s", mt_error_msg());
-        return mt_config_error(cfg, "data.phantom.shape", "%s", msg);
-    }
+    if (mt_phantom_config_check(&pc) != MT_OK) return config_error_from_last(cfg, "data.phantom.shape");
     int n_cases = (int)mt_config_get_int(cfg, "data.phantom.num_cases");
     int n_val = (int)mt_config_get_int(cfg, "data.val_cases");
     int n_train = n_cases - n_val;
@@ -440,24 +425,6 @@ static mt_status load_store(dataset *d, const mt_config *cfg) {
     if ((s = load_cases(&d->val, st, va_idx, n_va)) != MT_OK) goto out;
     d->num_channels = meta->num_channels;
     dataset_set_classes(d, meta->num_classes, (const char *const *)meta->class_names);
-    /* keep a copy of the meta for the weight file (the plan, names) */
-    d->store = calloc(1, sizeof *d->store);
-    MT_CHECK(d->store);
-    {
-        mt_h5store_meta *m = d->store;
-        *m = *meta;
-        m->dataset_name = strdup(meta->dataset_name ? meta->dataset_name : "");
-        m->source_dir = strdup(meta->source_dir ? meta->source_dir : "");
-        m->medtrain_version = strdup(meta->medtrain_version ? meta->medtrain_version : "");
-        m->prepare_params = strdup(meta->prepare_params ? meta->prepare_params : "{}");
-        m->channel_names = calloc((size_t)meta->num_channels, sizeof *m->channel_names);
-        m->class_names = calloc((size_t)meta->num_classes, sizeof *m->class_names);
-        m->case_ids = NULL;
-        m->num_cases = 0;
-        MT_CHECK(m->channel_names && m->class_names);
-        for (int c = 0; c < meta->num_channels; c++) m->channel_names[c] = strdup(meta->channel_names[c]);
-        for (int c = 0; c < meta->num_classes; c++) m->class_names[c] = strdup(meta->class_names[c]);
-    }
     snprintf(d->desc, sizeof d->desc, "%s (%s): %d train + %d validation cases, %d channel(s), %d classes; %s (loaded in %.1fs)",
              path, meta->dataset_name && *meta->dataset_name ? meta->dataset_name : "prepared store", n_tr, n_va,
              meta->num_channels, meta->num_classes, how, now_s() - t);
@@ -465,7 +432,10 @@ out:
     free(tr_idx);
     free(va_idx);
     mt_msd_splits_free(&sp);
-    mt_h5store_close(st);
+    if (s == MT_OK)
+        d->store = st; /* kept open: the weight files take the plan and names from its meta */
+    else
+        mt_h5store_close(st);
     return s;
 }
 
@@ -494,11 +464,7 @@ static mt_status augment_from(const mt_config *cfg, mt_augment_config *a) {
     if (a->scale_range[0] > 1 || a->scale_range[1] < 1)
         return mt_config_error(cfg, "augment.scale_range", "[%g, %g] must contain 1 (lo <= 1 <= hi)",
                                a->scale_range[0], a->scale_range[1]);
-    if (mt_augment_config_check(a) != MT_OK) {
-        char msg[1024];
-        snprintf(msg, sizeof msg, "%s", mt_error_msg());
-        return mt_config_error(cfg, "augment.p_rotation", "%s", msg);
-    }
+    if (mt_augment_config_check(a) != MT_OK) return config_error_from_last(cfg, "augment.p_rotation");
     return MT_OK;
 }
 
@@ -643,9 +609,10 @@ static mt_status monitor_index(const mt_config *cfg, const dataset *d, int *out)
 }
 
 static mt_status save_weights(const char *path, const mt_config *cfg, trainer *T) {
-    const char *norm = T->data.store ? "see preprocess (prepared store)" : "per-case z-score";
+    const mt_h5store_meta *store = T->data.store ? mt_h5store_get_meta(T->data.store) : NULL;
+    const char *norm = store ? "see preprocess (prepared store)" : "per-case z-score";
     return mt_weights_save(path, cfg, T->model, T->data.num_classes, (const char *const *)T->data.class_names, norm,
-                           T->data.store);
+                           store);
 }
 
 mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
@@ -718,9 +685,7 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
     if ((s = mt_sampler_init(&T.sampler, &scfg)) != MT_OK) goto out;
     for (int k = 0; k < T.data.train.n; k++)
         if ((s = mt_sampler_add_case(&T.sampler, T.data.train.images[k], T.data.train.labels[k])) != MT_OK) {
-            char msg[1024];
-            snprintf(msg, sizeof msg, "%s", mt_error_msg());
-            s = mt_error_set(s, "training case %s: %s", T.data.train.ids[k], msg);
+            mt_error_prefix(s, "training case %s: ", T.data.train.ids[k]);
             goto out;
         }
 
