@@ -419,8 +419,31 @@ static void test_large(void) {
     mt_tensor_release(x);
 }
 
+/* GCC 12.2's SLP vectoriser with AVX-512 stored a broadcast over the padding
+ * of this exact literal (CMakeLists.txt turns it off): the struct must arrive
+ * intact when passed by value. */
+__attribute__((noinline)) static void take_params(mt_pool_params p, int *out) {
+    for (int a = 0; a < 3; a++) {
+        out[a] = p.kernel[a];
+        out[3 + a] = p.stride[a];
+        out[6 + a] = p.padding[a];
+    }
+    out[9] = p.count_include_pad;
+}
+
+static void test_struct_by_value(void) {
+    int o[10];
+    take_params((mt_pool_params){{2, 2, 2}, {2, 2, 2}, {0, 0, 0}, 0}, o);
+    static const int want[10] = {2, 2, 2, 2, 2, 2, 0, 0, 0, 0};
+    int ok = 1;
+    for (int k = 0; k < 10; k++) ok &= o[k] == want[k];
+    CHECK_MSG(ok, "pool params by value: %d %d %d / %d %d %d / %d %d %d / %d (compiler bug?)", o[0],
+              o[1], o[2], o[3], o[4], o[5], o[6], o[7], o[8], o[9]);
+}
+
 int main(void) {
     mt_test_seed(202);
+    test_struct_by_value();
     test_max_pool();
     test_max_pool_negative_padding();
     test_avg_pool();
