@@ -16,7 +16,7 @@
 extern "C" {
 #endif
 
-typedef struct {
+typedef struct mt_alloc_stats {
     int64_t in_use;       /* bytes handed out and not yet returned */
     int64_t peak_in_use;  /* high-water mark of in_use */
     int64_t cached;       /* bytes held in free lists */

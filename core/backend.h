@@ -11,6 +11,15 @@
  *    dtype (MT_KERNEL_DTYPE_CHECK); a missing kernel (NULL slot) is reported by
  *    mt_kernel() naming the op and device; there is never a silent fallback.
  * All tensors passed to one kernel live on the same device.
+ *
+ * Dtypes (DESIGN.md decision 6, bf16-mixed). Kernels that take activations
+ * accept f32 or bf16 for them; within one call every activation-role tensor
+ * (x, y, dx, dy, a, b, out, ...) has the same dtype unless the slot says
+ * otherwise. Parameters of norms (weight, bias, dweight, dbias), statistics
+ * (mean, rstd, save_*, running_*), optimizer tensors and RNG outputs named
+ * f32 are always f32. Arithmetic is f32 (or wider) inside the kernel; bf16
+ * results are rounded to nearest even once, when stored (mt_f32_to_bf16 on
+ * the CPU, the same rule on the GPU).
  */
 #ifndef MT_BACKEND_H
 #define MT_BACKEND_H
@@ -18,6 +27,8 @@
 #include <stddef.h>
 
 #include "core/tensor.h"
+
+struct mt_alloc_stats;
 
 #ifdef __cplusplus
 extern "C" {
@@ -81,6 +92,16 @@ typedef struct mt_backend {
     /* Copy nbytes between host and this device (dir: 0 = to device, 1 = to host). */
     void (*memcpy_host)(void *dst, const void *src, size_t nbytes, int to_host);
     void (*synchronize)(void);
+    /* Number of usable devices of this type (0: compiled in but none present). */
+    int (*device_count)(void);
+    /* Why device_count() is 0 (driver/runtime message), or NULL. */
+    const char *(*device_error)(void);
+    /* Makes device `index` current for the calling thread; returns 0 or -1 with
+     * mt_error_set naming the problem. */
+    int (*set_device)(int index);
+    /* Allocator statistics of this backend's memory (core/alloc.h's struct). */
+    void (*memory_stats)(struct mt_alloc_stats *out);
+    void (*memory_reset_peak)(void);
 
     /* ---- elementwise (core/cpu/elementwise.c) ---- */
     void (*fill)(mt_tensor *out, double value);                 /* out: any strides */
@@ -101,6 +122,7 @@ typedef struct mt_backend {
 
     /* ---- reductions (core/cpu/reduce.c) ---- */
     /* out has in's ndim with size 1 in each reduced dim (keepdim form). */
+    /* in f32|bf16; out f32 or in's dtype (accumulation in f32 or wider). */
     void (*reduce)(mt_reduce_op op, mt_tensor *out, const mt_tensor *in);
     void (*softmax)(mt_tensor *out, const mt_tensor *in, int dim, int log);
     /* grad_in from grad_out and the forward output. */
@@ -114,12 +136,16 @@ typedef struct mt_backend {
     /* ---- matmul (core/cpu/matmul.c) ----
      * c (B, M, N) <- alpha * op(a) @ op(b) + beta * c, op = transpose if trans_*.
      * a is (B, M, K) or (B, K, M) if trans_a; b is (B, K, N) or (B, N, K).
-     * Batch stride 0 in a or b broadcasts it. Inner dims contiguous. */
+     * Batch stride 0 in a or b broadcasts it. Inner dims contiguous.
+     * a, b f32|bf16 (same dtype); c f32 or a's dtype; accumulation f32 (tf32
+     * inputs on the GPU when mt_backend_allow_tf32()). */
     void (*gemm)(mt_tensor *c, const mt_tensor *a, const mt_tensor *b, int trans_a, int trans_b,
                  float alpha, float beta);
 
     /* ---- convolution (core/cpu/conv.c) ----
-     * x (N, Cin, D, H, W), w (Cout, Cin/groups, kD, kH, kW), y (N, Cout, oD, oH, oW). */
+     * x (N, Cin, D, H, W), w (Cout, Cin/groups, kD, kH, kW), y (N, Cout, oD, oH, oW).
+     * x, w, y, dx, dy, dw (and bias, db) share one dtype, f32|bf16; f32
+     * accumulation (tf32 on the GPU when mt_backend_allow_tf32()). */
     void (*conv3d_forward)(mt_tensor *y, const mt_tensor *x, const mt_tensor *w,
                            const mt_tensor *bias /* (Cout) or NULL */, const mt_conv_params *p);
     void (*conv3d_backward_data)(mt_tensor *dx, const mt_tensor *dy, const mt_tensor *w,
@@ -174,13 +200,32 @@ typedef struct mt_backend {
     void (*adam_step)(mt_tensor *param, mt_tensor *exp_avg, mt_tensor *exp_avg_sq,
                       const mt_tensor *grad, float lr, float beta1, float beta2, float eps,
                       float weight_decay, int decoupled, int64_t step);
+    /* Multi-tensor forms: the same update over n (param, state..., grad) sets
+     * in one call (one launch on the GPU). Element-for-element identical to n
+     * single-tensor calls. bufs may be NULL when momentum == 0. */
+    void (*sgd_step_multi)(int n, mt_tensor *const *params, mt_tensor *const *bufs,
+                           mt_tensor *const *grads, float lr, float momentum, float dampening,
+                           float weight_decay, int nesterov, int first);
+    void (*adam_step_multi)(int n, mt_tensor *const *params, mt_tensor *const *exp_avgs,
+                            mt_tensor *const *exp_avg_sqs, mt_tensor *const *grads, float lr,
+                            float beta1, float beta2, float eps, float weight_decay,
+                            int decoupled, int64_t step);
 } mt_backend;
+
+/* Whether fp32 convolutions and matmuls may use tf32 inputs (train.precision:
+ * tf32). Only the CUDA backend acts on it; the CPU computes in full fp32. */
+void mt_backend_set_allow_tf32(int allow);
+int mt_backend_allow_tf32(void);
 
 /* The table for a device type; NULL if that backend is not compiled in. */
 const mt_backend *mt_backend_get(mt_device_type type);
 void mt_backend_register(mt_device_type type, const mt_backend *b);
 /* Whether a device is usable (compiled in and present). */
 int mt_device_available(mt_device d);
+/* Parses "cpu", "cuda", "cuda:N" (also "auto": the first GPU if one is
+ * usable, else cpu). Returns 0, or -1 with mt_error_set saying why (unknown
+ * name, no CUDA backend compiled in, no GPU visible, index out of range). */
+int mt_device_parse(const char *s, mt_device *out);
 
 /* The table for `dev` after checking that its kernel `slot` exists; aborts
  * naming op and device otherwise. Use: mt_kernel(dev, conv3d_forward)(y, x, ...). */

@@ -165,8 +165,32 @@ void mt_optim_set_weight_decay(mt_optim *opt, int i, double weight_decay) {
     opt->weight_decay[i] = weight_decay;
 }
 
-void mt_optim_step(mt_optim *opt) {
+/* One fused multi-tensor kernel call per run of parameters that share the
+ * device and the update's scalars (weight decay, step count). */
+#define OPTIM_GROUP_MAX 256
+
+static void optim_flush(mt_optim *opt, int n, mt_tensor **p, mt_tensor **a, mt_tensor **b,
+                        mt_tensor **g, float wd, int64_t steps) {
+    if (n == 0) return;
     const mt_optim_hparams *h = &opt->h;
+    mt_device dev = mt_tensor_device(p[0]);
+    if (h->kind == MT_OPTIM_SGD)
+        mt_kernel(dev, sgd_step_multi)(n, p, h->momentum != 0 ? a : NULL, g, (float)h->lr,
+                                       (float)h->momentum, (float)h->dampening, wd, h->nesterov,
+                                       steps == 0);
+    else
+        mt_kernel(dev, adam_step_multi)(n, p, a, b, g, (float)h->lr, (float)h->beta1,
+                                        (float)h->beta2, (float)h->eps, wd,
+                                        h->kind == MT_OPTIM_ADAMW, steps + 1);
+    for (int k = 0; k < n; k++) mt_tensor_release(g[k]);
+}
+
+void mt_optim_step(mt_optim *opt) {
+    mt_tensor *gp[OPTIM_GROUP_MAX], *ga[OPTIM_GROUP_MAX], *gb[OPTIM_GROUP_MAX], *gg[OPTIM_GROUP_MAX];
+    int n = 0;
+    float group_wd = 0;
+    int64_t group_steps = 0;
+    mt_device group_dev = MT_DEVICE_CPU;
     for (int i = 0; i < opt->n_params; i++) {
         mt_tensor *p = opt->params[i];
         if (!p->grad) continue;
@@ -182,19 +206,24 @@ void mt_optim_step(mt_optim *opt) {
             mt_tensor_copy_(gc, g);
         }
         float wd = (float)opt->weight_decay[i];
-        if (h->kind == MT_OPTIM_SGD) {
-            int first = opt->param_steps[i] == 0;
-            mt_kernel(dev, sgd_step)(p, opt->state_a[i], gc, (float)h->lr, (float)h->momentum,
-                                     (float)h->dampening, wd, h->nesterov, first);
-            opt->param_steps[i]++;
-        } else {
-            opt->param_steps[i]++;
-            mt_kernel(dev, adam_step)(p, opt->state_a[i], opt->state_b[i], gc, (float)h->lr,
-                                      (float)h->beta1, (float)h->beta2, (float)h->eps, wd,
-                                      h->kind == MT_OPTIM_ADAMW, opt->param_steps[i]);
+        if (n > 0 && (n == OPTIM_GROUP_MAX || wd != group_wd || opt->param_steps[i] != group_steps ||
+                      !mt_device_eq(dev, group_dev))) {
+            optim_flush(opt, n, gp, ga, gb, gg, group_wd, group_steps);
+            n = 0;
         }
-        mt_tensor_release(gc);
+        if (n == 0) {
+            group_wd = wd;
+            group_steps = opt->param_steps[i];
+            group_dev = dev;
+        }
+        gp[n] = p;
+        ga[n] = opt->state_a[i];
+        gb[n] = opt->state_b[i];
+        gg[n] = gc;
+        n++;
+        opt->param_steps[i]++;
     }
+    optim_flush(opt, n, gp, ga, gb, gg, group_wd, group_steps);
     opt->step++;
 }
 
@@ -207,51 +236,94 @@ void mt_optim_zero_grad(mt_optim *opt) {
 
 /* ------------------------------------------------------------ clipping */
 
-/* A reduction of the whole of g (contiguous) to one value, read back to the host. */
-static double reduce_all(mt_reduce_op op, const mt_tensor *g) {
+/* A reduction of the whole of g (contiguous) into out (a 1-element slot). */
+static void reduce_into(mt_tensor *out, mt_reduce_op op, const mt_tensor *g) {
     int64_t n = mt_tensor_numel(g);
     mt_tensor *flat = mt_tensor_view(g, 1, &n);
     MT_CHECK(flat);
-    mt_tensor *out = mt_tensor_new(MT_F32, 1, (int64_t[]){1}, mt_tensor_device(g));
     mt_kernel(mt_tensor_device(g), reduce)(op, out, flat);
-    double v = mt_tensor_item(out);
     mt_tensor_release(flat);
-    mt_tensor_release(out);
-    return v;
 }
 
-/* Contribution of one gradient: sum |g|^p for finite p, max |g| for p = inf. */
-static double grad_norm_part(const mt_tensor *g, double p) {
+/* Contribution of one gradient into out: sum |g|^p for finite p, max |g| for p = inf. */
+static void grad_norm_part(mt_tensor *out, const mt_tensor *g, double p) {
     mt_device dev = mt_tensor_device(g);
-    if (isinf(p)) return reduce_all(MT_RED_ABSMAX, g);
-    if (p == 2) return reduce_all(MT_RED_SUMSQ, g);
+    if (isinf(p)) {
+        reduce_into(out, MT_RED_ABSMAX, g);
+        return;
+    }
+    if (p == 2) {
+        reduce_into(out, MT_RED_SUMSQ, g);
+        return;
+    }
     mt_tensor *a = mt_tensor_new(MT_F32, g->ndim, g->shape, dev);
     mt_kernel(dev, unary)(MT_UN_ABS, a, g, 0);
     if (p != 1) mt_kernel(dev, unary)(MT_UN_POW_SCALAR, a, a, (float)p);
-    double v = reduce_all(MT_RED_SUM, a);
+    reduce_into(out, MT_RED_SUM, a);
     mt_tensor_release(a);
-    return v;
 }
 
+/* The per-gradient parts are reduced on the gradients' device into one small
+ * tensor per device, read back once (one host synchronisation per step on a
+ * GPU, not one per parameter), and combined on the host in double. */
 double mt_optim_clip_grad_norm(mt_tensor *const *params, int n, double max_norm, double norm_type) {
     MT_CHECK_MSG(norm_type > 0, "clip_grad_norm: norm_type %g", norm_type);
     int any = 0;
     double acc = 0;
+    double *vals = calloc((size_t)(n > 0 ? n : 1), sizeof(double));
+    int *has = calloc((size_t)(n > 0 ? n : 1), sizeof(int));
+    MT_CHECK(vals && has);
+    /* one pass per distinct device (in practice one) */
+    for (;;) {
+        mt_device dev = MT_DEVICE_CPU;
+        int found = 0;
+        for (int i = 0; i < n && !found; i++) {
+            mt_tensor *g = params[i]->grad;
+            if (g && !has[i] && mt_tensor_numel(g) > 0) {
+                dev = mt_tensor_device(g);
+                found = 1;
+            }
+        }
+        if (!found) break;
+        int64_t len = n;
+        mt_tensor *parts = mt_tensor_zeros(MT_F32, 1, &len, dev);
+        for (int i = 0; i < n; i++) {
+            mt_tensor *g = params[i]->grad;
+            if (!g || has[i] || mt_tensor_numel(g) == 0 || !mt_device_eq(mt_tensor_device(g), dev))
+                continue;
+            has[i] = 1;
+            mt_tensor *gc = mt_tensor_to_dtype(g, MT_F32);
+            mt_tensor *gcc = mt_tensor_contiguous(gc);
+            mt_tensor *slot = mt_tensor_slice(parts, 0, i, i + 1, 1);
+            grad_norm_part(slot, gcc, norm_type);
+            mt_tensor_release(slot);
+            mt_tensor_release(gc);
+            mt_tensor_release(gcc);
+        }
+        double *host = malloc(sizeof(double) * (size_t)n);
+        MT_CHECK(host);
+        mt_tensor_to_f64_array(parts, host); /* the one read-back for this device */
+        for (int i = 0; i < n; i++)
+            if (has[i] == 1) {
+                vals[i] = host[i];
+                has[i] = 2;
+            }
+        free(host);
+        mt_tensor_release(parts);
+    }
     for (int i = 0; i < n; i++) {
         mt_tensor *g = params[i]->grad;
         if (!g) continue;
         any = 1;
-        if (mt_tensor_numel(g) == 0) continue;
-        mt_tensor *gc = mt_tensor_to_dtype(g, MT_F32);
-        mt_tensor *gcc = mt_tensor_contiguous(gc);
-        double v = grad_norm_part(gcc, norm_type);
-        mt_tensor_release(gc);
-        mt_tensor_release(gcc);
+        if (has[i] != 2) continue;
+        double v = vals[i];
         if (isinf(norm_type))
             acc = (isnan(v) || v > acc) ? v : acc;
         else
             acc += v;
     }
+    free(vals);
+    free(has);
     if (!any) return 0.0;
     double total = isinf(norm_type) ? acc : (norm_type == 2 ? sqrt(acc) : pow(acc, 1.0 / norm_type));
     /* PyTorch: coef = max_norm / (total + 1e-6), clamped to at most 1 (NaN stays NaN). */

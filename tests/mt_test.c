@@ -1,5 +1,7 @@
 #include "mt_test.h"
 
+#include "core/backend.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -63,7 +65,8 @@ int mt_test_allclose(const mt_tensor *t, const double *ref, double atol, double 
     double worst = 0;
     int64_t wi = -1;
     for (int64_t i = 0; i < n; i++) {
-        double err = fabs(v[i] - ref[i]) / (atol + rtol * fabs(ref[i]));
+        double den = atol + rtol * fabs(ref[i]), diff = fabs(v[i] - ref[i]);
+        double err = den > 0 ? diff / den : (diff == 0 ? 0 : INFINITY); /* 0, 0: exact */
         if (!(err <= worst)) { /* also catches NaN */
             worst = isnan(err) ? INFINITY : err;
             wi = i;
@@ -90,6 +93,53 @@ int mt_test_allclose_t(const mt_tensor *a, const mt_tensor *b, double atol, doub
     free(r);
     return ok;
 }
+
+/* The one tolerance table. bf16 stores 8 significant bits (relative step
+ * 2^-8 = 3.9e-3): one rounding differs by at most half of that; results of
+ * accumulations rounded once more may differ by one bf16 step. f32 GEMM rows
+ * allow tf32 (10-bit mantissa inputs) when a test turns tf32 on. */
+static const mt_test_tol g_tol[MT_NUM_DTYPES][MT_TOL_NUM_KINDS] = {
+    [MT_F32] = {[MT_TOL_EXACT] = {0, 0},
+                [MT_TOL_ELEMENTWISE] = {1e-6, 1e-5},
+                [MT_TOL_REDUCE] = {1e-5, 1e-4},
+                [MT_TOL_GEMM] = {1e-4, 1e-3}},
+    [MT_BF16] = {[MT_TOL_EXACT] = {0, 0},
+                 [MT_TOL_ELEMENTWISE] = {1e-3, 4e-3},
+                 [MT_TOL_REDUCE] = {4e-3, 8e-3},
+                 [MT_TOL_GEMM] = {1e-2, 1.6e-2}},
+    [MT_I32] = {{0, 0}, {0, 0}, {0, 0}, {0, 0}},
+    [MT_U8] = {{0, 0}, {0, 0}, {0, 0}, {0, 0}},
+};
+
+mt_test_tol mt_test_tolerance(mt_dtype dt, mt_tol_kind kind) {
+    MT_CHECK(dt >= 0 && dt < MT_NUM_DTYPES && kind >= 0 && kind < MT_TOL_NUM_KINDS);
+    return g_tol[dt][kind];
+}
+
+int mt_test_close(const mt_tensor *a, const mt_tensor *b, mt_tol_kind kind, const char *what) {
+    mt_test_tol t = mt_test_tolerance(a->dtype, kind);
+    mt_tensor *ah = mt_test_to_cpu(a), *bh = mt_test_to_cpu(b);
+    int ok = mt_test_allclose_t(ah, bh, t.atol, t.rtol, what);
+    mt_tensor_release(ah);
+    mt_tensor_release(bh);
+    return ok;
+}
+
+int mt_test_have_gpu(void) {
+    mt_device d;
+    if (mt_device_parse("cuda:0", &d) != 0) {
+        printf("no GPU: %s\n", mt_error_msg());
+        return 0;
+    }
+    return 1;
+}
+
+mt_tensor *mt_test_to_gpu(const mt_tensor *t) {
+    mt_device d = {MT_CUDA, 0};
+    return mt_tensor_to_device(t, d);
+}
+
+mt_tensor *mt_test_to_cpu(const mt_tensor *t) { return mt_tensor_to_device(t, MT_DEVICE_CPU); }
 
 void mt_test_gradcheck(const char *what, mt_gradcheck_fn f, void *ctx, int n, mt_tensor **inputs,
                        double eps, double atol, double rtol) {

@@ -55,6 +55,26 @@ int mt_test_allclose_t(const mt_tensor *a, const mt_tensor *b, double atol, doub
 /* Logical contents as a malloc'd double array (caller frees). */
 double *mt_test_to_f64(const mt_tensor *t);
 
+/* Per-dtype tolerances for comparing a kernel with a reference (another
+ * backend, or the f32 result of the same op), kept in one table (mt_test.c).
+ * kind: MT_TOL_EXACT (copies, indices, max), MT_TOL_ELEMENTWISE (one rounding),
+ * MT_TOL_REDUCE (sums, norms, softmax: accumulation order differs),
+ * MT_TOL_GEMM (conv / matmul: long dot products; tf32 when allowed). */
+typedef enum { MT_TOL_EXACT = 0, MT_TOL_ELEMENTWISE, MT_TOL_REDUCE, MT_TOL_GEMM, MT_TOL_NUM_KINDS } mt_tol_kind;
+typedef struct {
+    double atol, rtol;
+} mt_test_tol;
+mt_test_tol mt_test_tolerance(mt_dtype dt, mt_tol_kind kind);
+/* mt_test_allclose_t with the table's tolerance for (a's dtype, kind). */
+int mt_test_close(const mt_tensor *a, const mt_tensor *b, mt_tol_kind kind, const char *what);
+
+/* GPU tests: returns 1 if cuda:0 is usable, else prints why and returns 0
+ * (the test then returns MT_TEST_SKIP). */
+int mt_test_have_gpu(void);
+/* A copy of t on cuda:0 / on the CPU. */
+mt_tensor *mt_test_to_gpu(const mt_tensor *t);
+mt_tensor *mt_test_to_cpu(const mt_tensor *t);
+
 /* gradcheck with test defaults, counting a check. */
 void mt_test_gradcheck(const char *what, mt_gradcheck_fn f, void *ctx, int n, mt_tensor **inputs,
                        double eps, double atol, double rtol);

@@ -14,6 +14,12 @@ static void cpu_memcpy_host(void *dst, const void *src, size_t nbytes, int to_ho
 }
 
 static void cpu_synchronize(void) {}
+static int cpu_device_count(void) { return 1; }
+static int cpu_set_device(int index) {
+    if (index == 0) return 0;
+    mt_error_set(MT_ERR_INVALID, "there is one CPU device (cpu), not cpu:%d", index);
+    return -1;
+}
 
 const mt_backend mt_cpu_backend = {
     .name = "cpu",
@@ -21,6 +27,10 @@ const mt_backend mt_cpu_backend = {
     .free = mt_host_free,
     .memcpy_host = cpu_memcpy_host,
     .synchronize = cpu_synchronize,
+    .device_count = cpu_device_count,
+    .set_device = cpu_set_device,
+    .memory_stats = mt_host_alloc_stats,
+    .memory_reset_peak = mt_host_alloc_reset_peak,
     .fill = mt_cpu_fill,
     .copy = mt_cpu_copy,
     .binary = mt_cpu_binary,
@@ -51,6 +61,8 @@ const mt_backend mt_cpu_backend = {
     .upsample_trilinear_backward = mt_cpu_upsample_trilinear_backward,
     .sgd_step = mt_cpu_sgd_step,
     .adam_step = mt_cpu_adam_step,
+    .sgd_step_multi = mt_cpu_sgd_step_multi,
+    .adam_step_multi = mt_cpu_adam_step_multi,
 };
 
 static int g_threads = 0;

@@ -19,6 +19,10 @@
  * of the calling thread, which mt_cpu_set_num_threads() sets.
  *
  * Outputs are written (=): y, dx, dw and db.
+ *
+ * bf16 (x, w, y, bias, dx, dy, dw, db all bf16): the f32 primitives on f32
+ * copies of the bf16 inputs (f32 accumulation), outputs rounded once to bf16
+ * (the adapter of core/cpu/bf16.c).
  */
 #include <dnnl.h>
 #include <pthread.h>
@@ -436,6 +440,16 @@ static void key_init(conv_key *k, conv_pass pass, int has_bias, const mt_tensor 
 
 void mt_cpu_conv3d_forward(mt_tensor *y, const mt_tensor *x, const mt_tensor *w,
                            const mt_tensor *bias, const mt_conv_params *p) {
+    if (x->dtype == MT_BF16 || w->dtype == MT_BF16 || y->dtype == MT_BF16 ||
+        (bias && bias->dtype == MT_BF16)) {
+        MT_CPU_CHECK_FLOAT_SAME("conv3d_forward", y, x, w, bias);
+        mt_cpu_bf16_ctx c = {0};
+        const mt_tensor *x32 = mt_cpu_bf16_in(&c, x), *w32 = mt_cpu_bf16_in(&c, w);
+        const mt_tensor *b32 = mt_cpu_bf16_in(&c, bias);
+        mt_cpu_conv3d_forward(mt_cpu_bf16_out(&c, y, 0), x32, w32, b32, p);
+        mt_cpu_bf16_done(&c);
+        return;
+    }
     MT_KERNEL_DTYPE_CHECK("conv3d_forward", x, MT_F32);
     MT_KERNEL_DTYPE_CHECK("conv3d_forward", w, MT_F32);
     MT_KERNEL_DTYPE_CHECK("conv3d_forward", y, MT_F32);
@@ -461,6 +475,14 @@ void mt_cpu_conv3d_forward(mt_tensor *y, const mt_tensor *x, const mt_tensor *w,
 
 void mt_cpu_conv3d_backward_data(mt_tensor *dx, const mt_tensor *dy, const mt_tensor *w,
                                  const mt_conv_params *p) {
+    if (dx->dtype == MT_BF16 || dy->dtype == MT_BF16 || w->dtype == MT_BF16) {
+        MT_CPU_CHECK_FLOAT_SAME("conv3d_backward_data", dx, dy, w);
+        mt_cpu_bf16_ctx c = {0};
+        const mt_tensor *dy32 = mt_cpu_bf16_in(&c, dy), *w32 = mt_cpu_bf16_in(&c, w);
+        mt_cpu_conv3d_backward_data(mt_cpu_bf16_out(&c, dx, 0), dy32, w32, p);
+        mt_cpu_bf16_done(&c);
+        return;
+    }
     MT_KERNEL_DTYPE_CHECK("conv3d_backward_data", dx, MT_F32);
     MT_KERNEL_DTYPE_CHECK("conv3d_backward_data", dy, MT_F32);
     MT_KERNEL_DTYPE_CHECK("conv3d_backward_data", w, MT_F32);
@@ -482,6 +504,16 @@ void mt_cpu_conv3d_backward_data(mt_tensor *dx, const mt_tensor *dy, const mt_te
 
 void mt_cpu_conv3d_backward_filter(mt_tensor *dw, mt_tensor *db, const mt_tensor *x,
                                    const mt_tensor *dy, const mt_conv_params *p) {
+    if (dw->dtype == MT_BF16 || x->dtype == MT_BF16 || dy->dtype == MT_BF16 ||
+        (db && db->dtype == MT_BF16)) {
+        MT_CPU_CHECK_FLOAT_SAME("conv3d_backward_filter", dw, db, x, dy);
+        mt_cpu_bf16_ctx c = {0};
+        const mt_tensor *x32 = mt_cpu_bf16_in(&c, x), *dy32 = mt_cpu_bf16_in(&c, dy);
+        mt_tensor *dw32 = mt_cpu_bf16_out(&c, dw, 0), *db32 = mt_cpu_bf16_out(&c, db, 0);
+        mt_cpu_conv3d_backward_filter(dw32, db32, x32, dy32, p);
+        mt_cpu_bf16_done(&c);
+        return;
+    }
     MT_KERNEL_DTYPE_CHECK("conv3d_backward_filter", dw, MT_F32);
     MT_KERNEL_DTYPE_CHECK("conv3d_backward_filter", x, MT_F32);
     MT_KERNEL_DTYPE_CHECK("conv3d_backward_filter", dy, MT_F32);

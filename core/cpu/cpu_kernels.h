@@ -43,6 +43,36 @@ void mt_cpu_upsample_trilinear_backward(mt_tensor *dx, const mt_tensor *dy, int 
 void mt_cpu_sgd_step(mt_tensor *param, mt_tensor *buf, const mt_tensor *grad, float lr, float momentum, float dampening, float weight_decay, int nesterov, int first) MT_CPU_WEAK;
 void mt_cpu_adam_step(mt_tensor *param, mt_tensor *exp_avg, mt_tensor *exp_avg_sq, const mt_tensor *grad, float lr, float beta1, float beta2, float eps, float weight_decay, int decoupled, int64_t step) MT_CPU_WEAK;
 
+void mt_cpu_sgd_step_multi(int n, mt_tensor *const *params, mt_tensor *const *bufs, mt_tensor *const *grads, float lr, float momentum, float dampening, float weight_decay, int nesterov, int first) MT_CPU_WEAK;
+void mt_cpu_adam_step_multi(int n, mt_tensor *const *params, mt_tensor *const *exp_avgs, mt_tensor *const *exp_avg_sqs, mt_tensor *const *grads, float lr, float beta1, float beta2, float eps, float weight_decay, int decoupled, int64_t step) MT_CPU_WEAK;
+
+/* ---- bf16 support (core/cpu/bf16.c) ----
+ * The adapter: bf16 inputs as f32 copies, bf16 outputs as f32 scratch that
+ * mt_cpu_bf16_done rounds (once, to nearest even) into the bf16 tensor and
+ * releases. f32 (and NULL) tensors pass through unchanged. */
+#define MT_CPU_BF16_MAX 8
+typedef struct {
+    int n;
+    mt_tensor *f32[MT_CPU_BF16_MAX];
+    mt_tensor *orig[MT_CPU_BF16_MAX]; /* bf16 output of each f32 scratch, NULL for inputs */
+} mt_cpu_bf16_ctx;
+/* f32 copy of a bf16 input: contiguous, broadcast (stride-0) dims kept broadcast. */
+const mt_tensor *mt_cpu_bf16_in(mt_cpu_bf16_ctx *c, const mt_tensor *t);
+/* f32 scratch (contiguous) for a bf16 output (any strides); load: start from its values. */
+mt_tensor *mt_cpu_bf16_out(mt_cpu_bf16_ctx *c, mt_tensor *t, int load);
+void mt_cpu_bf16_done(mt_cpu_bf16_ctx *c);
+/* n elements bf16 (element stride; 0 broadcasts src[0]) -> f32 contiguous, and back
+ * with round to nearest even (bit-identical to mt_f32_to_bf16). Single-threaded. */
+void mt_cpu_bf16_load(float *dst, const mt_bf16 *src, int64_t stride, int64_t n);
+void mt_cpu_bf16_store(mt_bf16 *dst, int64_t stride, const float *src, int64_t n);
+/* Aborts naming op unless every non-NULL tensor of ts is f32 or bf16 and all
+ * share one dtype. */
+void mt_cpu_check_float_same(const char *op, int n, const mt_tensor *const *ts);
+#define MT_CPU_CHECK_FLOAT_SAME(op, ...)                                                   \
+    mt_cpu_check_float_same((op), (int)(sizeof((const mt_tensor *[]){__VA_ARGS__}) /       \
+                                        sizeof(const mt_tensor *)),                       \
+                            (const mt_tensor *[]){__VA_ARGS__})
+
 /* BLAS thread count (core/cpu/matmul.c). */
 void mt_cpu_blas_set_num_threads(int n) MT_CPU_WEAK;
 

@@ -1,5 +1,12 @@
 /* CPU elementwise kernels: fill, copy/cast, binary with broadcasting, unary
- * and their backward, one-hot, channel argmax. Contracts: core/backend.h. */
+ * and their backward, one-hot, channel argmax. Contracts: core/backend.h.
+ *
+ * bf16 (binary, unary, unary_backward): blocks of up to BLK elements are
+ * widened to f32 on the stack, computed with the same expressions as the f32
+ * loops (bin_apply / un_apply / un_deriv, or the f32 fast paths' own
+ * expressions), and rounded once to bf16 when stored (mt_cpu_bf16_store, the
+ * rule of mt_f32_to_bf16); the result is bit-identical to rounding the f32
+ * kernel's output on the widened inputs. */
 #include <math.h>
 #include <omp.h>
 #include <string.h>
@@ -7,6 +14,15 @@
 #include "core/cpu/cpu_kernels.h"
 
 #define PAR_MIN 32768 /* below this many elements, stay on one thread */
+#define BLK 512       /* bf16 paths: elements converted to f32 per block (stack buffers) */
+
+/* bf16 -> f32 is exact (the top 16 bits of the f32). */
+static inline float bf16_widen(mt_bf16 h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
 
 /* Offset (elements) of logical flat index i in a strided tensor. */
 static inline int64_t offset_of(const mt_tensor *t, int64_t i) {
@@ -176,7 +192,76 @@ static inline float bin_apply(mt_binary_op op, float a, float b) {
         po[k] = (EXPR);                                                      \
     }
 
+/* po[k] = pa[k] (op) pb[k], unit strides (the expressions of the f32 loops). */
+static void bin_block(mt_binary_op op, float *po, const float *pa, const float *pb, int64_t len) {
+    const int64_t sa = 1, sb = 1;
+    switch (op) {
+    case MT_BIN_ADD: BIN_LOOP(x + y); break;
+    case MT_BIN_SUB: BIN_LOOP(x - y); break;
+    case MT_BIN_MUL: BIN_LOOP(x * y); break;
+    case MT_BIN_DIV: BIN_LOOP(x / y); break;
+    case MT_BIN_MAX: BIN_LOOP(bin_apply(MT_BIN_MAX, x, y)); break;
+    case MT_BIN_MIN: BIN_LOOP(bin_apply(MT_BIN_MIN, x, y)); break;
+    case MT_BIN_EQ: BIN_LOOP(bin_apply(MT_BIN_EQ, x, y)); break;
+    case MT_BIN_GE: BIN_LOOP(bin_apply(MT_BIN_GE, x, y)); break;
+    default: BIN_LOOP(bin_apply(op, x, y)); break;
+    }
+}
+
+/* One bf16 row: po[k] = pa[k * sa] (op) pb[k * sb], k < len. */
+static void bin_row_bf16(mt_binary_op op, mt_bf16 *po, const mt_bf16 *pa, int64_t sa,
+                         const mt_bf16 *pb, int64_t sb, int64_t len) {
+    float xa[BLK], xb[BLK], xo[BLK];
+    for (int64_t k0 = 0; k0 < len; k0 += BLK) {
+        int64_t n = len - k0 < BLK ? len - k0 : BLK;
+        mt_cpu_bf16_load(xa, pa + k0 * sa, sa, n);
+        mt_cpu_bf16_load(xb, pb + k0 * sb, sb, n);
+        bin_block(op, xo, xa, xb, n);
+        mt_cpu_bf16_store(po + k0, 1, xo, n);
+    }
+}
+
+/* bf16 binary: the f32 kernel's iteration (one long row split among threads,
+ * or rows of the last dim in parallel) over bf16 rows. */
+static void binary_bf16(mt_binary_op op, mt_tensor *out, const mt_tensor *a, const mt_tensor *b) {
+    MT_CHECK(mt_tensor_is_contiguous(out));
+    int64_t n = mt_tensor_numel(out);
+    if (n == 0) return;
+    row_iter it;
+    row_iter_init(&it, out);
+    int last = out->ndim - 1;
+    int64_t sa = out->ndim ? a->strides[last] : 1, sb = out->ndim ? b->strides[last] : 1;
+    int64_t len = it.row_len, rows = it.rows;
+    if (mt_tensor_is_contiguous(a) && mt_tensor_is_contiguous(b)) {
+        len = n;
+        rows = 1;
+        sa = sb = 1;
+    }
+    mt_bf16 *ob = (mt_bf16 *)mt_tensor_data(out);
+    const mt_bf16 *ab = (const mt_bf16 *)a->storage->data, *bb = (const mt_bf16 *)b->storage->data;
+    if (rows == 1) {
+#pragma omp parallel if (len > PAR_MIN)
+        {
+            int nt = omp_get_num_threads(), t = omp_get_thread_num();
+            int64_t chunk = (len + nt - 1) / nt, s = t * chunk, e = s + chunk < len ? s + chunk : len;
+            if (s < e)
+                bin_row_bf16(op, ob + s, ab + a->offset + s * sa, sa, bb + b->offset + s * sb, sb,
+                             e - s);
+        }
+        return;
+    }
+#pragma omp parallel for if (n > PAR_MIN) schedule(static)
+    for (int64_t r = 0; r < rows; r++)
+        bin_row_bf16(op, ob + r * len, ab + row_offset(a, it.nd, r), sa,
+                     bb + row_offset(b, it.nd, r), sb, len);
+}
+
 void mt_cpu_binary(mt_binary_op op, mt_tensor *out, const mt_tensor *a, const mt_tensor *b) {
+    if (out->dtype == MT_BF16 || a->dtype == MT_BF16 || b->dtype == MT_BF16) {
+        MT_CPU_CHECK_FLOAT_SAME("binary", out, a, b);
+        binary_bf16(op, out, a, b);
+        return;
+    }
     MT_KERNEL_DTYPE_CHECK("binary", out, MT_F32);
     MT_KERNEL_DTYPE_CHECK("binary", a, MT_F32);
     MT_KERNEL_DTYPE_CHECK("binary", b, MT_F32);
@@ -300,7 +385,62 @@ static inline float un_deriv(mt_unary_op op, float x, float y, float a) {
     }
 }
 
+/* o[i] = f(x[i]) with a loop per op (constant op: un_apply inlines to the
+ * op's expression, the same as the f32 kernel's). */
+#define UN_CASE(OPC)                                                   \
+    case OPC:                                                          \
+        for (int64_t i = 0; i < n; i++) o[i] = un_apply(OPC, x[i], a); \
+        break;
+static void unary_block(mt_unary_op op, float *o, const float *x, int64_t n, float a) {
+    switch (op) {
+        UN_CASE(MT_UN_NEG)
+        UN_CASE(MT_UN_EXP)
+        UN_CASE(MT_UN_LOG)
+        UN_CASE(MT_UN_SQRT)
+        UN_CASE(MT_UN_RSQRT)
+        UN_CASE(MT_UN_ABS)
+        UN_CASE(MT_UN_SQUARE)
+        UN_CASE(MT_UN_RECIP)
+        UN_CASE(MT_UN_RELU)
+        UN_CASE(MT_UN_LEAKY_RELU)
+        UN_CASE(MT_UN_GELU)
+        UN_CASE(MT_UN_SIGMOID)
+        UN_CASE(MT_UN_TANH)
+        UN_CASE(MT_UN_SOFTPLUS)
+        UN_CASE(MT_UN_LOG_SIGMOID)
+        UN_CASE(MT_UN_ADD_SCALAR)
+        UN_CASE(MT_UN_MUL_SCALAR)
+        UN_CASE(MT_UN_POW_SCALAR)
+        UN_CASE(MT_UN_CLAMP_MIN)
+        UN_CASE(MT_UN_CLAMP_MAX)
+    default:
+        for (int64_t i = 0; i < n; i++) o[i] = un_apply(op, x[i], a);
+        break;
+    }
+}
+#undef UN_CASE
+
+static void unary_bf16(mt_unary_op op, mt_tensor *out, const mt_tensor *in, float alpha) {
+    MT_CHECK(mt_tensor_is_contiguous(out) && mt_tensor_is_contiguous(in));
+    int64_t n = mt_tensor_numel(out), nb = (n + BLK - 1) / BLK;
+    mt_bf16 *o = (mt_bf16 *)mt_tensor_data(out);
+    const mt_bf16 *x = (const mt_bf16 *)mt_tensor_data(in);
+#pragma omp parallel for if (n > PAR_MIN / 8) schedule(static)
+    for (int64_t blk = 0; blk < nb; blk++) {
+        float xf[BLK], of[BLK];
+        int64_t i0 = blk * BLK, len = n - i0 < BLK ? n - i0 : BLK;
+        mt_cpu_bf16_load(xf, x + i0, 1, len);
+        unary_block(op, of, xf, len, alpha);
+        mt_cpu_bf16_store(o + i0, 1, of, len);
+    }
+}
+
 void mt_cpu_unary(mt_unary_op op, mt_tensor *out, const mt_tensor *in, float alpha) {
+    if (out->dtype == MT_BF16 || in->dtype == MT_BF16) {
+        MT_CPU_CHECK_FLOAT_SAME("unary", out, in);
+        unary_bf16(op, out, in, alpha);
+        return;
+    }
     MT_KERNEL_DTYPE_CHECK("unary", out, MT_F32);
     MT_KERNEL_DTYPE_CHECK("unary", in, MT_F32);
     MT_CHECK(mt_tensor_is_contiguous(out) && mt_tensor_is_contiguous(in));
@@ -331,10 +471,89 @@ void mt_cpu_unary(mt_unary_op op, mt_tensor *out, const mt_tensor *in, float alp
     }
 }
 
+/* gi[i] = go[i] * f'(x[i], y[i]) over one block: the f32 kernel's
+ * expressions (its RELU / LEAKY_RELU forms, un_deriv otherwise). */
+#define UNB_CASE(OPC)                                                                        \
+    case OPC:                                                                                \
+        for (int64_t i = 0; i < n; i++)                                                      \
+            gi[i] = go[i] * un_deriv(OPC, x ? x[i] : 0.0f, y ? y[i] : 0.0f, a);              \
+        break;
+static void unary_bwd_block(mt_unary_op op, float *gi, const float *go, const float *x,
+                            const float *y, int64_t n, float a) {
+    switch (op) {
+    case MT_UN_RELU:
+        if (x)
+            for (int64_t i = 0; i < n; i++) gi[i] = x[i] > 0 ? go[i] : 0;
+        else
+            for (int64_t i = 0; i < n; i++) gi[i] = y[i] > 0 ? go[i] : 0;
+        break;
+    case MT_UN_LEAKY_RELU:
+        if (x)
+            for (int64_t i = 0; i < n; i++) gi[i] = x[i] > 0 ? go[i] : a * go[i];
+        else
+            for (int64_t i = 0; i < n; i++) gi[i] = y[i] > 0 ? go[i] : a * go[i];
+        break;
+        UNB_CASE(MT_UN_NEG)
+        UNB_CASE(MT_UN_EXP)
+        UNB_CASE(MT_UN_LOG)
+        UNB_CASE(MT_UN_SQRT)
+        UNB_CASE(MT_UN_RSQRT)
+        UNB_CASE(MT_UN_ABS)
+        UNB_CASE(MT_UN_SQUARE)
+        UNB_CASE(MT_UN_RECIP)
+        UNB_CASE(MT_UN_GELU)
+        UNB_CASE(MT_UN_SIGMOID)
+        UNB_CASE(MT_UN_TANH)
+        UNB_CASE(MT_UN_SOFTPLUS)
+        UNB_CASE(MT_UN_LOG_SIGMOID)
+        UNB_CASE(MT_UN_ADD_SCALAR)
+        UNB_CASE(MT_UN_MUL_SCALAR)
+        UNB_CASE(MT_UN_POW_SCALAR)
+        UNB_CASE(MT_UN_CLAMP_MIN)
+        UNB_CASE(MT_UN_CLAMP_MAX)
+    default:
+        for (int64_t i = 0; i < n; i++)
+            gi[i] = go[i] * un_deriv(op, x ? x[i] : 0.0f, y ? y[i] : 0.0f, a);
+        break;
+    }
+}
+#undef UNB_CASE
+
+static void unary_backward_bf16(mt_unary_op op, mt_tensor *grad_in, const mt_tensor *grad_out,
+                                const mt_tensor *in, const mt_tensor *out, float alpha) {
+    MT_CHECK_MSG(mt_tensor_is_contiguous(grad_in) && mt_tensor_is_contiguous(grad_out) &&
+                     (!in || mt_tensor_is_contiguous(in)) && (!out || mt_tensor_is_contiguous(out)),
+                 "unary_backward: tensors must be contiguous");
+    if (op == MT_UN_LEAKY_RELU && !in) MT_CHECK(alpha > 0);
+    int64_t n = mt_tensor_numel(grad_in), nb = (n + BLK - 1) / BLK;
+    mt_bf16 *gi = (mt_bf16 *)mt_tensor_data(grad_in);
+    const mt_bf16 *go = (const mt_bf16 *)mt_tensor_data(grad_out);
+    const mt_bf16 *x = in ? (const mt_bf16 *)mt_tensor_data(in) : NULL;
+    const mt_bf16 *y = out ? (const mt_bf16 *)mt_tensor_data(out) : NULL;
+#pragma omp parallel for if (n > PAR_MIN / 8) schedule(static)
+    for (int64_t blk = 0; blk < nb; blk++) {
+        float gof[BLK], xf[BLK], yf[BLK], gif[BLK];
+        int64_t i0 = blk * BLK, len = n - i0 < BLK ? n - i0 : BLK;
+        mt_cpu_bf16_load(gof, go + i0, 1, len);
+        if (x) mt_cpu_bf16_load(xf, x + i0, 1, len);
+        if (y) mt_cpu_bf16_load(yf, y + i0, 1, len);
+        unary_bwd_block(op, gif, gof, x ? xf : NULL, y ? yf : NULL, len, alpha);
+        mt_cpu_bf16_store(gi + i0, 1, gif, len);
+    }
+}
+
 void mt_cpu_unary_backward(mt_unary_op op, mt_tensor *grad_in, const mt_tensor *grad_out,
                            const mt_tensor *in, const mt_tensor *out, float alpha) {
+    if (grad_in->dtype == MT_BF16 || grad_out->dtype == MT_BF16 || (in && in->dtype == MT_BF16) ||
+        (out && out->dtype == MT_BF16)) {
+        MT_CPU_CHECK_FLOAT_SAME("unary_backward", grad_in, grad_out, in, out);
+        unary_backward_bf16(op, grad_in, grad_out, in, out, alpha);
+        return;
+    }
     MT_KERNEL_DTYPE_CHECK("unary_backward", grad_in, MT_F32);
     MT_KERNEL_DTYPE_CHECK("unary_backward", grad_out, MT_F32);
+    if (in) MT_KERNEL_DTYPE_CHECK("unary_backward", in, MT_F32);
+    if (out) MT_KERNEL_DTYPE_CHECK("unary_backward", out, MT_F32);
     int64_t n = mt_tensor_numel(grad_in);
     float *gi = MT_F32P(grad_in);
     const float *go = MT_F32P(grad_out);
@@ -369,15 +588,18 @@ void mt_cpu_unary_backward(mt_unary_op op, mt_tensor *grad_in, const mt_tensor *
 }
 
 void mt_cpu_one_hot(mt_tensor *out, const mt_tensor *labels, int num_classes) {
-    MT_KERNEL_DTYPE_CHECK("one_hot", out, MT_F32);
+    if (out->dtype != MT_BF16) MT_KERNEL_DTYPE_CHECK("one_hot", out, MT_F32);
     MT_CHECK(mt_tensor_is_contiguous(out) && mt_tensor_is_contiguous(labels));
     int64_t N = out->shape[0], C = num_classes;
     MT_CHECK(out->shape[1] == C);
     int64_t S = mt_tensor_numel(out) / (N * C);
     MT_CHECK(mt_tensor_numel(labels) == N * S);
-    float *o = MT_F32P(out);
+    int bf = out->dtype == MT_BF16;
+    float *o = bf ? NULL : MT_F32P(out);
+    mt_bf16 *ob = bf ? (mt_bf16 *)mt_tensor_data(out) : NULL;
+    const mt_bf16 one_bf = mt_f32_to_bf16(1.0f);
     const void *lb = mt_tensor_data(labels);
-    memset(o, 0, sizeof(float) * (size_t)(N * C * S));
+    memset(mt_tensor_data(out), 0, mt_dtype_size(out->dtype) * (size_t)(N * C * S));
     for (int64_t n = 0; n < N; n++)
         for (int64_t s = 0; s < S; s++) {
             int64_t v = labels->dtype == MT_U8 ? ((const uint8_t *)lb)[n * S + s]
@@ -385,16 +607,38 @@ void mt_cpu_one_hot(mt_tensor *out, const mt_tensor *labels, int num_classes) {
                                                   : (int64_t)load_f(labels, lb, n * S + s);
             MT_CHECK_MSG(v >= 0 && v < C, "one_hot: label %lld outside [0, %lld)", (long long)v,
                          (long long)C);
-            o[(n * C + v) * S + s] = 1.0f;
+            if (bf)
+                ob[(n * C + v) * S + s] = one_bf;
+            else
+                o[(n * C + v) * S + s] = 1.0f;
         }
 }
 
 void mt_cpu_argmax_channel(mt_tensor *out, const mt_tensor *in) {
     MT_KERNEL_DTYPE_CHECK("argmax_channel", out, MT_I32);
-    MT_KERNEL_DTYPE_CHECK("argmax_channel", in, MT_F32);
     int64_t N = in->shape[0], C = in->shape[1], S = mt_tensor_numel(in) / (N * C);
-    const float *x = MT_F32P(in);
     int32_t *o = (int32_t *)mt_tensor_data(out);
+    if (in->dtype == MT_BF16) {
+        /* the f32 loop on the widened values */
+        const mt_bf16 *x = (const mt_bf16 *)mt_tensor_data(in);
+        for (int64_t n = 0; n < N; n++)
+#pragma omp parallel for if (S > PAR_MIN) schedule(static)
+            for (int64_t s = 0; s < S; s++) {
+                int best = 0;
+                float bv = bf16_widen(x[n * C * S + s]);
+                for (int64_t c = 1; c < C; c++) {
+                    float v = bf16_widen(x[(n * C + c) * S + s]);
+                    if (v > bv) {
+                        bv = v;
+                        best = (int)c;
+                    }
+                }
+                o[n * S + s] = best;
+            }
+        return;
+    }
+    MT_KERNEL_DTYPE_CHECK("argmax_channel", in, MT_F32);
+    const float *x = MT_F32P(in);
     for (int64_t n = 0; n < N; n++)
 #pragma omp parallel for if (S > PAR_MIN) schedule(static)
         for (int64_t s = 0; s < S; s++) {

@@ -16,6 +16,9 @@
  * oneDNN runs sequentially inside an OpenMP parallel region); large ones run
  * one after another, each threaded. c is written (=) when beta == 0 (never
  * read, NaNs in it do not propagate), else accumulated.
+ *
+ * bf16 (a, b bf16; c f32 or bf16): sgemm on f32 copies of a and b (f32
+ * accumulation), a bf16 c rounded once (the adapter of core/cpu/bf16.c).
  */
 #include <cblas.h>
 #include <dnnl.h>
@@ -69,6 +72,21 @@ static void sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, 
 
 void mt_cpu_gemm(mt_tensor *c, const mt_tensor *a, const mt_tensor *b, int trans_a, int trans_b,
                  float alpha, float beta) {
+    if (a->dtype == MT_BF16 || b->dtype == MT_BF16 || c->dtype == MT_BF16) {
+        /* a, b bf16, c f32 or bf16: sgemm on f32 copies of a and b (a batch
+         * broadcast stays a broadcast), c rounded once when bf16 (its old
+         * values are read only when beta != 0); core/cpu/bf16.c */
+        MT_CPU_CHECK_FLOAT_SAME("gemm", a, b);
+        MT_CHECK_MSG(a->dtype == MT_BF16 && (c->dtype == MT_F32 || c->dtype == MT_BF16),
+                     "kernel 'gemm' on cpu does not support a %s, b %s, c %s (a, b f32|bf16; c "
+                     "f32 or a's dtype)",
+                     mt_dtype_name(a->dtype), mt_dtype_name(b->dtype), mt_dtype_name(c->dtype));
+        mt_cpu_bf16_ctx ctx = {0};
+        const mt_tensor *a32 = mt_cpu_bf16_in(&ctx, a), *b32 = mt_cpu_bf16_in(&ctx, b);
+        mt_cpu_gemm(mt_cpu_bf16_out(&ctx, c, beta != 0.0f), a32, b32, trans_a, trans_b, alpha, beta);
+        mt_cpu_bf16_done(&ctx);
+        return;
+    }
     MT_KERNEL_DTYPE_CHECK("gemm", a, MT_F32);
     MT_KERNEL_DTYPE_CHECK("gemm", b, MT_F32);
     MT_KERNEL_DTYPE_CHECK("gemm", c, MT_F32);

@@ -19,6 +19,10 @@
  * Parallelism: every (n, c) plane of S elements is split into fixed chunks
  * of CHUNK elements; partial sums per chunk are computed in parallel and
  * combined in a fixed order, so results do not depend on the thread count.
+ *
+ * bf16 (x, y, dy, dx bf16; weight, bias, dweight, dbias, statistics and
+ * running stats f32): the f32 kernel on f32 copies of x and dy, y / dx
+ * rounded once to bf16 (the adapter of core/cpu/bf16.c).
  */
 #include <math.h>
 #include <omp.h>
@@ -172,6 +176,15 @@ void mt_cpu_batch_norm_forward(mt_tensor *y, mt_tensor *save_mean, mt_tensor *sa
                                mt_tensor *running_mean, mt_tensor *running_var, int training,
                                float momentum, float eps) {
     const char *op = "batch_norm_forward";
+    if (y->dtype == MT_BF16 || x->dtype == MT_BF16) {
+        MT_CPU_CHECK_FLOAT_SAME(op, y, x);
+        mt_cpu_bf16_ctx c = {0};
+        const mt_tensor *x32 = mt_cpu_bf16_in(&c, x);
+        mt_cpu_batch_norm_forward(mt_cpu_bf16_out(&c, y, 0), save_mean, save_invstd, x32, weight,
+                                  bias, running_mean, running_var, training, momentum, eps);
+        mt_cpu_bf16_done(&c);
+        return;
+    }
     check_f32(op, y);
     check_f32(op, x);
     check_f32(op, weight);
@@ -244,6 +257,15 @@ void mt_cpu_batch_norm_backward(mt_tensor *dx, mt_tensor *dweight, mt_tensor *db
                                 const mt_tensor *save_mean, const mt_tensor *save_invstd,
                                 int training) {
     const char *op = "batch_norm_backward";
+    if ((dx && dx->dtype == MT_BF16) || dy->dtype == MT_BF16 || x->dtype == MT_BF16) {
+        MT_CPU_CHECK_FLOAT_SAME(op, dx, dy, x);
+        mt_cpu_bf16_ctx c = {0};
+        const mt_tensor *dy32 = mt_cpu_bf16_in(&c, dy), *x32 = mt_cpu_bf16_in(&c, x);
+        mt_cpu_batch_norm_backward(mt_cpu_bf16_out(&c, dx, 0), dweight, dbias, dy32, x32, weight,
+                                   save_mean, save_invstd, training);
+        mt_cpu_bf16_done(&c);
+        return;
+    }
     check_f32(op, dx);
     check_f32(op, dweight);
     check_f32(op, dbias);
@@ -311,6 +333,15 @@ void mt_cpu_group_norm_forward(mt_tensor *y, mt_tensor *mean, mt_tensor *rstd, c
                                const mt_tensor *weight, const mt_tensor *bias, int groups,
                                float eps) {
     const char *op = "group_norm_forward";
+    if (y->dtype == MT_BF16 || x->dtype == MT_BF16) {
+        MT_CPU_CHECK_FLOAT_SAME(op, y, x);
+        mt_cpu_bf16_ctx c = {0};
+        const mt_tensor *x32 = mt_cpu_bf16_in(&c, x);
+        mt_cpu_group_norm_forward(mt_cpu_bf16_out(&c, y, 0), mean, rstd, x32, weight, bias, groups,
+                                  eps);
+        mt_cpu_bf16_done(&c);
+        return;
+    }
     check_f32(op, y);
     check_f32(op, x);
     check_f32(op, weight);
@@ -366,6 +397,15 @@ void mt_cpu_group_norm_backward(mt_tensor *dx, mt_tensor *dweight, mt_tensor *db
                                 const mt_tensor *dy, const mt_tensor *x, const mt_tensor *weight,
                                 const mt_tensor *mean, const mt_tensor *rstd, int groups) {
     const char *op = "group_norm_backward";
+    if ((dx && dx->dtype == MT_BF16) || dy->dtype == MT_BF16 || x->dtype == MT_BF16) {
+        MT_CPU_CHECK_FLOAT_SAME(op, dx, dy, x);
+        mt_cpu_bf16_ctx c = {0};
+        const mt_tensor *dy32 = mt_cpu_bf16_in(&c, dy), *x32 = mt_cpu_bf16_in(&c, x);
+        mt_cpu_group_norm_backward(mt_cpu_bf16_out(&c, dx, 0), dweight, dbias, dy32, x32, weight,
+                                   mean, rstd, groups);
+        mt_cpu_bf16_done(&c);
+        return;
+    }
     check_f32(op, dx);
     check_f32(op, dweight);
     check_f32(op, dbias);
@@ -457,6 +497,15 @@ void mt_cpu_layer_norm_forward(mt_tensor *y, mt_tensor *mean, mt_tensor *rstd, c
                                const mt_tensor *weight, const mt_tensor *bias, int64_t norm_numel,
                                float eps) {
     const char *op = "layer_norm_forward";
+    if (y->dtype == MT_BF16 || x->dtype == MT_BF16) {
+        MT_CPU_CHECK_FLOAT_SAME(op, y, x);
+        mt_cpu_bf16_ctx c = {0};
+        const mt_tensor *x32 = mt_cpu_bf16_in(&c, x);
+        mt_cpu_layer_norm_forward(mt_cpu_bf16_out(&c, y, 0), mean, rstd, x32, weight, bias,
+                                  norm_numel, eps);
+        mt_cpu_bf16_done(&c);
+        return;
+    }
     check_f32(op, y);
     check_f32(op, x);
     check_f32(op, weight);
@@ -576,6 +625,15 @@ void mt_cpu_layer_norm_backward(mt_tensor *dx, mt_tensor *dweight, mt_tensor *db
                                 const mt_tensor *dy, const mt_tensor *x, const mt_tensor *weight,
                                 const mt_tensor *mean, const mt_tensor *rstd, int64_t norm_numel) {
     const char *op = "layer_norm_backward";
+    if ((dx && dx->dtype == MT_BF16) || dy->dtype == MT_BF16 || x->dtype == MT_BF16) {
+        MT_CPU_CHECK_FLOAT_SAME(op, dx, dy, x);
+        mt_cpu_bf16_ctx c = {0};
+        const mt_tensor *dy32 = mt_cpu_bf16_in(&c, dy), *x32 = mt_cpu_bf16_in(&c, x);
+        mt_cpu_layer_norm_backward(mt_cpu_bf16_out(&c, dx, 0), dweight, dbias, dy32, x32, weight,
+                                   mean, rstd, norm_numel);
+        mt_cpu_bf16_done(&c);
+        return;
+    }
     check_f32(op, dx);
     check_f32(op, dweight);
     check_f32(op, dbias);

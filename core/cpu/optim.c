@@ -104,3 +104,22 @@ void mt_cpu_adam_step(mt_tensor *param, mt_tensor *exp_avg, mt_tensor *exp_avg_s
         p[i] = pi - step_size * (mi / denom);
     }
 }
+
+/* Multi-tensor forms: the single-tensor update over each set in turn (on the
+ * CPU one launch per tensor costs nothing). */
+void mt_cpu_sgd_step_multi(int n, mt_tensor *const *params, mt_tensor *const *bufs,
+                           mt_tensor *const *grads, float lr, float momentum, float dampening,
+                           float weight_decay, int nesterov, int first) {
+    for (int i = 0; i < n; i++)
+        mt_cpu_sgd_step(params[i], bufs ? bufs[i] : NULL, grads[i], lr, momentum, dampening,
+                        weight_decay, nesterov, first);
+}
+
+void mt_cpu_adam_step_multi(int n, mt_tensor *const *params, mt_tensor *const *exp_avgs,
+                            mt_tensor *const *exp_avg_sqs, mt_tensor *const *grads, float lr,
+                            float beta1, float beta2, float eps, float weight_decay, int decoupled,
+                            int64_t step) {
+    for (int i = 0; i < n; i++)
+        mt_cpu_adam_step(params[i], exp_avgs[i], exp_avg_sqs[i], grads[i], lr, beta1, beta2, eps,
+                         weight_decay, decoupled, step);
+}

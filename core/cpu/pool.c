@@ -1,7 +1,9 @@
 /* CPU pooling and resampling kernels: max/avg pool 3D and trilinear
  * resampling, forward and backward. Contracts: core/backend.h.
  * All tensors are contiguous f32 (indices i32) of shape (N, C, D, H, W);
- * backward kernels write (=) dx.
+ * backward kernels write (=) dx. bf16 x / y / dx / dy: the f32 kernel on f32
+ * copies of the bf16 inputs, outputs rounded once to bf16 (the adapter of
+ * core/cpu/bf16.c).
  *
  * Semantics follow PyTorch (floor mode, no dilation):
  *  - max pool: padding acts as -inf (padded positions are never selected);
@@ -95,6 +97,14 @@ static void check_params(const char *op, const mt_pool_params *p) {
 void mt_cpu_max_pool3d_forward(mt_tensor *y, mt_tensor *indices, const mt_tensor *x,
                                const mt_pool_params *p) {
     const char *op = "max_pool3d_forward";
+    if (y->dtype == MT_BF16 || x->dtype == MT_BF16) {
+        MT_CPU_CHECK_FLOAT_SAME(op, y, x);
+        mt_cpu_bf16_ctx c = {0};
+        const mt_tensor *x32 = mt_cpu_bf16_in(&c, x);
+        mt_cpu_max_pool3d_forward(mt_cpu_bf16_out(&c, y, 0), indices, x32, p);
+        mt_cpu_bf16_done(&c);
+        return;
+    }
     MT_KERNEL_DTYPE_CHECK(op, x, MT_F32);
     MT_KERNEL_DTYPE_CHECK(op, y, MT_F32);
     MT_KERNEL_DTYPE_CHECK(op, indices, MT_I32);
@@ -163,6 +173,14 @@ void mt_cpu_max_pool3d_forward(mt_tensor *y, mt_tensor *indices, const mt_tensor
 
 void mt_cpu_max_pool3d_backward(mt_tensor *dx, const mt_tensor *dy, const mt_tensor *indices) {
     const char *op = "max_pool3d_backward";
+    if (dx->dtype == MT_BF16 || dy->dtype == MT_BF16) {
+        MT_CPU_CHECK_FLOAT_SAME(op, dx, dy);
+        mt_cpu_bf16_ctx c = {0};
+        const mt_tensor *dy32 = mt_cpu_bf16_in(&c, dy);
+        mt_cpu_max_pool3d_backward(mt_cpu_bf16_out(&c, dx, 0), dy32, indices);
+        mt_cpu_bf16_done(&c);
+        return;
+    }
     MT_KERNEL_DTYPE_CHECK(op, dx, MT_F32);
     MT_KERNEL_DTYPE_CHECK(op, dy, MT_F32);
     MT_KERNEL_DTYPE_CHECK(op, indices, MT_I32);
@@ -191,6 +209,14 @@ void mt_cpu_max_pool3d_backward(mt_tensor *dx, const mt_tensor *dy, const mt_ten
 
 void mt_cpu_avg_pool3d_forward(mt_tensor *y, const mt_tensor *x, const mt_pool_params *p) {
     const char *op = "avg_pool3d_forward";
+    if (y->dtype == MT_BF16 || x->dtype == MT_BF16) {
+        MT_CPU_CHECK_FLOAT_SAME(op, y, x);
+        mt_cpu_bf16_ctx c = {0};
+        const mt_tensor *x32 = mt_cpu_bf16_in(&c, x);
+        mt_cpu_avg_pool3d_forward(mt_cpu_bf16_out(&c, y, 0), x32, p);
+        mt_cpu_bf16_done(&c);
+        return;
+    }
     MT_KERNEL_DTYPE_CHECK(op, x, MT_F32);
     MT_KERNEL_DTYPE_CHECK(op, y, MT_F32);
     check_params(op, p);
@@ -236,6 +262,14 @@ void mt_cpu_avg_pool3d_forward(mt_tensor *y, const mt_tensor *x, const mt_pool_p
 
 void mt_cpu_avg_pool3d_backward(mt_tensor *dx, const mt_tensor *dy, const mt_pool_params *p) {
     const char *op = "avg_pool3d_backward";
+    if (dx->dtype == MT_BF16 || dy->dtype == MT_BF16) {
+        MT_CPU_CHECK_FLOAT_SAME(op, dx, dy);
+        mt_cpu_bf16_ctx c = {0};
+        const mt_tensor *dy32 = mt_cpu_bf16_in(&c, dy);
+        mt_cpu_avg_pool3d_backward(mt_cpu_bf16_out(&c, dx, 0), dy32, p);
+        mt_cpu_bf16_done(&c);
+        return;
+    }
     MT_KERNEL_DTYPE_CHECK(op, dx, MT_F32);
     MT_KERNEL_DTYPE_CHECK(op, dy, MT_F32);
     check_params(op, p);
@@ -346,6 +380,14 @@ static void interp_slice(float *out, float *rows, const float *xs, const dims5 *
 
 void mt_cpu_upsample_trilinear_forward(mt_tensor *y, const mt_tensor *x, int align_corners) {
     const char *op = "upsample_trilinear_forward";
+    if (y->dtype == MT_BF16 || x->dtype == MT_BF16) {
+        MT_CPU_CHECK_FLOAT_SAME(op, y, x);
+        mt_cpu_bf16_ctx c = {0};
+        const mt_tensor *x32 = mt_cpu_bf16_in(&c, x);
+        mt_cpu_upsample_trilinear_forward(mt_cpu_bf16_out(&c, y, 0), x32, align_corners);
+        mt_cpu_bf16_done(&c);
+        return;
+    }
     MT_KERNEL_DTYPE_CHECK(op, x, MT_F32);
     MT_KERNEL_DTYPE_CHECK(op, y, MT_F32);
     dims5 i = dims_of(op, x), o = dims_of(op, y);
@@ -445,6 +487,14 @@ static void adj_free(adj1d *a) {
 
 void mt_cpu_upsample_trilinear_backward(mt_tensor *dx, const mt_tensor *dy, int align_corners) {
     const char *op = "upsample_trilinear_backward";
+    if (dx->dtype == MT_BF16 || dy->dtype == MT_BF16) {
+        MT_CPU_CHECK_FLOAT_SAME(op, dx, dy);
+        mt_cpu_bf16_ctx c = {0};
+        const mt_tensor *dy32 = mt_cpu_bf16_in(&c, dy);
+        mt_cpu_upsample_trilinear_backward(mt_cpu_bf16_out(&c, dx, 0), dy32, align_corners);
+        mt_cpu_bf16_done(&c);
+        return;
+    }
     MT_KERNEL_DTYPE_CHECK(op, dx, MT_F32);
     MT_KERNEL_DTYPE_CHECK(op, dy, MT_F32);
     dims5 i = dims_of(op, dx), o = dims_of(op, dy);

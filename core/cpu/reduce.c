@@ -14,6 +14,10 @@
  * order, so results do not depend on the number of threads. SUM and SUMSQ
  * accumulate in double; MAX / MIN / ABSMAX propagate NaN (as PyTorch).
  *
+ * bf16 (reduce: in bf16, out f32 or bf16; softmax and its backward: all
+ * bf16): the f32 kernel on f32 copies of the bf16 inputs, bf16 outputs
+ * rounded once (the adapter of core/cpu/bf16.c).
+ *
  * Softmax along any dim: the input is viewed as (outer, n, inner); rows
  * (inner == 1) are done one per task, otherwise blocks of IB consecutive
  * inner positions are done together so the loops vectorise along inner.
@@ -310,6 +314,19 @@ static void reduce_outer(mt_reduce_op op, float *y, const float *x, const red_pl
 }
 
 void mt_cpu_reduce(mt_reduce_op op, mt_tensor *out, const mt_tensor *in) {
+    if (in->dtype == MT_BF16 || out->dtype == MT_BF16) {
+        /* in bf16, out f32 or bf16: the f32 reduction of the widened input,
+         * a bf16 output rounded once (core/cpu/bf16.c) */
+        MT_CHECK_MSG(in->dtype == MT_BF16 && (out->dtype == MT_F32 || out->dtype == MT_BF16),
+                     "kernel 'reduce' on cpu does not support dtype %s to %s (in f32|bf16, out "
+                     "f32 or the input's dtype)",
+                     mt_dtype_name(in->dtype), mt_dtype_name(out->dtype));
+        mt_cpu_bf16_ctx c = {0};
+        const mt_tensor *x = mt_cpu_bf16_in(&c, in);
+        mt_cpu_reduce(op, mt_cpu_bf16_out(&c, out, 0), x);
+        mt_cpu_bf16_done(&c);
+        return;
+    }
     MT_KERNEL_DTYPE_CHECK("reduce", out, MT_F32);
     MT_KERNEL_DTYPE_CHECK("reduce", in, MT_F32);
     MT_CHECK_MSG(op >= 0 && op < MT_NUM_REDUCE_OPS, "reduce: bad op %d", (int)op);
@@ -478,6 +495,14 @@ static void softmax_dims(const mt_tensor *t, int dim, int64_t *outer, int64_t *n
 }
 
 void mt_cpu_softmax(mt_tensor *out, const mt_tensor *in, int dim, int use_log) {
+    if (out->dtype == MT_BF16 || in->dtype == MT_BF16) { /* core/cpu/bf16.c */
+        MT_CPU_CHECK_FLOAT_SAME("softmax", out, in);
+        mt_cpu_bf16_ctx c = {0};
+        const mt_tensor *x = mt_cpu_bf16_in(&c, in);
+        mt_cpu_softmax(mt_cpu_bf16_out(&c, out, 0), x, dim, use_log);
+        mt_cpu_bf16_done(&c);
+        return;
+    }
     MT_KERNEL_DTYPE_CHECK("softmax", out, MT_F32);
     MT_KERNEL_DTYPE_CHECK("softmax", in, MT_F32);
     MT_CHECK_MSG(mt_tensor_is_contiguous(out) && mt_tensor_is_contiguous(in) &&
@@ -559,6 +584,14 @@ static void softmax_bwd_cols(float *gi, const float *go, const float *y, int64_t
 
 void mt_cpu_softmax_backward(mt_tensor *grad_in, const mt_tensor *grad_out, const mt_tensor *out,
                              int dim, int use_log) {
+    if (grad_in->dtype == MT_BF16 || grad_out->dtype == MT_BF16 || out->dtype == MT_BF16) {
+        MT_CPU_CHECK_FLOAT_SAME("softmax_backward", grad_in, grad_out, out);
+        mt_cpu_bf16_ctx c = {0};
+        const mt_tensor *g = mt_cpu_bf16_in(&c, grad_out), *y = mt_cpu_bf16_in(&c, out);
+        mt_cpu_softmax_backward(mt_cpu_bf16_out(&c, grad_in, 0), g, y, dim, use_log);
+        mt_cpu_bf16_done(&c);
+        return;
+    }
     MT_KERNEL_DTYPE_CHECK("softmax_backward", grad_in, MT_F32);
     MT_KERNEL_DTYPE_CHECK("softmax_backward", grad_out, MT_F32);
     MT_KERNEL_DTYPE_CHECK("softmax_backward", out, MT_F32);
