@@ -49,6 +49,7 @@ struct mt_node {
     mt_tensor *saved[MT_NODE_MAX_SAVED]; /* detached; freed after backward */
     int n_saved;
     double f[8];      /* op parameters */
+    mt_dtype dtype;   /* the op's compute dtype, for its backward (f32 by default) */
     int64_t i[24];
     void *ctx;        /* op-specific heap data, freed with ctx_free */
     void (*ctx_free)(void *);
@@ -63,6 +64,21 @@ struct mt_node {
 int mt_grad_enabled(void);
 /* Sets grad mode, returns the previous value. */
 int mt_grad_set_enabled(int on);
+
+/* ---- mixed precision (thread-local; train.precision: bf16-mixed) ----
+ * While the autocast dtype is MT_BF16, conv3d, conv_transpose3d, matmul and
+ * linear cast their floating inputs (activations, weights, bias) to bf16 with
+ * a differentiable cast and produce bf16 outputs (fp32 accumulation inside
+ * the kernels); ops downstream follow their inputs' dtype (norms keep f32
+ * statistics and parameters); binary ops promote mixed bf16/f32 inputs to
+ * f32; losses compute in f32. Master weights, their gradients and optimizer
+ * state stay f32 (the cast's backward returns f32 gradients). MT_F32 = off. */
+mt_dtype mt_autocast_get(void);
+/* Sets the autocast dtype (MT_F32 or MT_BF16), returns the previous one. */
+mt_dtype mt_autocast_set(mt_dtype dt);
+/* Compute dtype of a conv / matmul on x, w and optional b: bf16 under
+ * autocast, else f32 unless all of them are bf16. */
+mt_dtype mt_autocast_dtype3(const mt_tensor *x, const mt_tensor *w, const mt_tensor *b);
 
 /* ---- leaves ---- */
 void mt_tensor_set_requires_grad(mt_tensor *t, int on);
@@ -88,6 +104,16 @@ void mt_node_release(mt_node *node);
 /* Runs backward from root. grad_root may be NULL when root has one element
  * (then the seed gradient is 1). retain_graph keeps saved tensors. */
 mt_status mt_backward(mt_tensor *root, const mt_tensor *grad_root, int retain_graph);
+
+/* Dtypes: a gradient has the dtype of the tensor it belongs to (bf16
+ * activations get bf16 gradients, f32 parameters f32 ones). */
+/* x's dtype if it is a float type, else f32 (integer inputs compute in f32). */
+mt_dtype mt_float_dtype_of(const mt_tensor *x);
+/* The common float dtype of two operands: bf16 only if both are bf16. */
+mt_dtype mt_promote_dtype(const mt_tensor *a, const mt_tensor *b);
+/* New reference to a contiguous tensor of dtype dt with g's values (g itself
+ * when it already is; no autograd history). */
+mt_tensor *mt_contiguous_as(const mt_tensor *g, mt_dtype dt);
 
 /* Reduces grad (shape of a broadcast result) to `shape` by summing over
  * broadcast dims. Returns a new reference. */

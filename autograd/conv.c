@@ -9,6 +9,11 @@
  * conv3d_backward_filter with the roles of input and output swapped.
  * Bias terms (added and summed per channel) go through the gemm kernel, so
  * every backend that has conv and gemm runs both ops.
+ *
+ * Dtypes: x, w and bias are cast (differentiably) to one compute dtype: bf16
+ * under autocast (mt_autocast_set), else f32 unless all are bf16. The output
+ * and the gradients of the cast inputs have that dtype; the casts return
+ * gradients in each original input's dtype (f32 for master weights).
  */
 #include <string.h>
 
@@ -68,7 +73,7 @@ static void add_channel_bias(mt_tensor *y, const mt_tensor *bias) {
     mt_tensor *bc = mt_tensor_contiguous(bias);
     mt_tensor *b2 = mt_tensor_view(bc, MT_SHAPE(1, c, 1));
     mt_tensor *b3 = mt_tensor_expand(b2, MT_SHAPE(n, c, 1));
-    mt_tensor *ones = mt_tensor_full(MT_F32, MT_SHAPE(1, 1, s), 1.0, dev);
+    mt_tensor *ones = mt_tensor_full(y->dtype, MT_SHAPE(1, 1, s), 1.0, dev);
     mt_tensor *o3 = mt_tensor_expand(ones, MT_SHAPE(n, 1, s));
     mt_kernel(dev, gemm)(y3, b3, o3, 0, 0, 1.0f, 1.0f);
     mt_tensor *rel[] = {y3, bc, b2, b3, ones, o3};
@@ -81,7 +86,7 @@ static mt_tensor *channel_sum(const mt_tensor *g) {
     mt_device dev = mt_tensor_device(g);
     int64_t n = g->shape[0], c = g->shape[1], s = 1;
     for (int k = 2; k < g->ndim; k++) s *= g->shape[k];
-    mt_tensor *out = mt_tensor_new(MT_F32, MT_SHAPE(c), dev);
+    mt_tensor *out = mt_tensor_new(g->dtype, MT_SHAPE(c), dev);
     if (c == 0) return out;
     if (n * s == 0) {
         mt_kernel(dev, fill)(out, 0.0);
@@ -89,15 +94,18 @@ static mt_tensor *channel_sum(const mt_tensor *g) {
     }
     mt_tensor *gc = mt_tensor_contiguous(g);
     mt_tensor *g3 = mt_tensor_view(gc, MT_SHAPE(n, c, s));
-    mt_tensor *ones_s = mt_tensor_full(MT_F32, MT_SHAPE(1, s, 1), 1.0, dev);
+    /* the per-sample partial sums stay f32 (one rounding at the end) */
+    mt_tensor *ones_s = mt_tensor_full(g->dtype, MT_SHAPE(1, s, 1), 1.0, dev);
     mt_tensor *os3 = mt_tensor_expand(ones_s, MT_SHAPE(n, s, 1));
     mt_tensor *t = mt_tensor_new(MT_F32, MT_SHAPE(n, c, 1), dev);
     mt_kernel(dev, gemm)(t, g3, os3, 0, 0, 1.0f, 0.0f);
     mt_tensor *t2 = mt_tensor_view(t, MT_SHAPE(n, c));
     mt_tensor *ones_n = mt_tensor_full(MT_F32, MT_SHAPE(1, n), 1.0, dev);
-    mt_tensor *o2 = mt_tensor_view(out, MT_SHAPE(1, c));
+    mt_tensor *out32 = out->dtype == MT_F32 ? mt_tensor_retain(out) : mt_tensor_new(MT_F32, MT_SHAPE(c), dev);
+    mt_tensor *o2 = mt_tensor_view(out32, MT_SHAPE(1, c));
     mt_kernel(dev, gemm)(o2, ones_n, t2, 0, 0, 1.0f, 0.0f);
-    mt_tensor *rel[] = {gc, g3, ones_s, os3, t, t2, ones_n, o2};
+    if (out32 != out) mt_kernel(dev, copy)(out, out32);
+    mt_tensor *rel[] = {gc, g3, ones_s, os3, t, t2, ones_n, o2, out32};
     for (size_t k = 0; k < sizeof rel / sizeof *rel; k++) mt_tensor_release(rel[k]);
     return out;
 }
@@ -116,8 +124,26 @@ static void check_devices(const mt_tensor *x, const mt_tensor *w, const mt_tenso
     mt_device d = mt_tensor_device(x);
     MT_CHECK_MSG(mt_device_eq(d, mt_tensor_device(w)) && (!b || mt_device_eq(d, mt_tensor_device(b))),
                  "%s: input, weight and bias on different devices", op);
-    MT_CHECK_MSG(x->dtype == MT_F32 && w->dtype == MT_F32 && (!b || b->dtype == MT_F32),
-                 "%s: input, weight and bias must be f32", op);
+    MT_CHECK_MSG(mt_dtype_is_float(x->dtype) && mt_dtype_is_float(w->dtype) &&
+                     (!b || mt_dtype_is_float(b->dtype)),
+                 "%s: input, weight and bias must be float tensors", op);
+}
+
+/* The compute dtype of a conv / matmul (see the top of this file). */
+mt_dtype mt_autocast_dtype3(const mt_tensor *x, const mt_tensor *w, const mt_tensor *b) {
+    if (mt_autocast_get() == MT_BF16) return MT_BF16;
+    return (x->dtype == MT_BF16 && w->dtype == MT_BF16 && (!b || b->dtype == MT_BF16)) ? MT_BF16
+                                                                                    : MT_F32;
+}
+
+/* Casts (differentiably) to dt, or NULL if all three already have it. */
+static int cast3(mt_dtype dt, const mt_tensor *x, const mt_tensor *w, const mt_tensor *b,
+                 mt_tensor **xc, mt_tensor **wc, mt_tensor **bc) {
+    if (x->dtype == dt && w->dtype == dt && (!b || b->dtype == dt)) return 0;
+    *xc = mt_to_dtype(x, dt);
+    *wc = mt_to_dtype(w, dt);
+    *bc = b ? mt_to_dtype(b, dt) : NULL;
+    return 1;
 }
 
 /* ------------------------------------------------------------- conv3d */
@@ -126,16 +152,16 @@ static void check_devices(const mt_tensor *x, const mt_tensor *w, const mt_tenso
 static void conv3d_backward(mt_node *node, mt_tensor **go, mt_tensor **gi) {
     mt_conv_params p = params_load(node);
     mt_device dev = mt_tensor_device(go[0]);
-    mt_tensor *g = mt_tensor_contiguous(go[0]);
+    mt_tensor *g = mt_contiguous_as(go[0], node->dtype);
     int need_b = node->i[13] && mt_node_needs_grad(node, 2);
     if (mt_node_needs_grad(node, 0)) {
-        mt_tensor *dx = mt_tensor_new(MT_F32, 5, &node->i[14], dev);
+        mt_tensor *dx = mt_tensor_new(node->dtype, 5, &node->i[14], dev);
         mt_kernel(dev, conv3d_backward_data)(dx, g, node->saved[1], &p);
         gi[0] = dx;
     }
     if (mt_node_needs_grad(node, 1)) {
-        mt_tensor *dw = mt_tensor_new(MT_F32, 5, &node->i[19], dev);
-        mt_tensor *db = need_b ? mt_tensor_new(MT_F32, MT_SHAPE(g->shape[1]), dev) : NULL;
+        mt_tensor *dw = mt_tensor_new(node->dtype, 5, &node->i[19], dev);
+        mt_tensor *db = need_b ? mt_tensor_new(node->dtype, MT_SHAPE(g->shape[1]), dev) : NULL;
         mt_kernel(dev, conv3d_backward_filter)(dw, db, node->saved[0], g, &p);
         gi[1] = dw;
         gi[2] = db;
@@ -156,6 +182,15 @@ mt_tensor *mt_conv3d(const mt_tensor *x, const mt_tensor *w, const mt_tensor *bi
                  mt_tensor_shape_str(x, sx, sizeof sx), mt_tensor_shape_str(w, sw, sizeof sw), sb,
                  p->groups);
     check_devices(x, w, bias, "conv3d");
+    mt_dtype dt = mt_autocast_dtype3(x, w, bias);
+    mt_tensor *cx, *cw, *cb;
+    if (cast3(dt, x, w, bias, &cx, &cw, &cb)) {
+        mt_tensor *y = mt_conv3d(cx, cw, cb, p);
+        mt_tensor_release(cx);
+        mt_tensor_release(cw);
+        if (cb) mt_tensor_release(cb);
+        return y;
+    }
     int64_t shape[5] = {x->shape[0], w->shape[0], 0, 0, 0};
     for (int j = 0; j < 3; j++) {
         int64_t span = (int64_t)p->dilation[j] * (w->shape[2 + j] - 1) + 1;
@@ -169,11 +204,12 @@ mt_tensor *mt_conv3d(const mt_tensor *x, const mt_tensor *w, const mt_tensor *bi
     mt_device dev = mt_tensor_device(x);
     mt_tensor *xc = mt_tensor_contiguous(x), *wc = mt_tensor_contiguous(w);
     mt_tensor *bc = bias ? mt_tensor_contiguous(bias) : NULL;
-    mt_tensor *y = mt_tensor_new(MT_F32, 5, shape, dev);
+    mt_tensor *y = mt_tensor_new(dt, 5, shape, dev);
     mt_kernel(dev, conv3d_forward)(y, xc, wc, bc, p);
     mt_tensor *ins[3] = {(mt_tensor *)x, (mt_tensor *)w, (mt_tensor *)bias};
     if (mt_any_requires_grad(3, ins)) {
         mt_node *n = mt_node_new("Conv3dBackward", conv3d_backward, 3, ins, 1);
+        n->dtype = dt;
         params_store(n, p, bias != NULL, x, w);
         mt_node_save(n, mt_node_needs_grad(n, 1) ? xc : NULL);
         mt_node_save(n, mt_node_needs_grad(n, 0) ? wc : NULL);
@@ -192,14 +228,14 @@ mt_tensor *mt_conv3d(const mt_tensor *x, const mt_tensor *w, const mt_tensor *bi
 static void conv_transpose3d_backward(mt_node *node, mt_tensor **go, mt_tensor **gi) {
     mt_conv_params p = params_load(node);
     mt_device dev = mt_tensor_device(go[0]);
-    mt_tensor *g = mt_tensor_contiguous(go[0]); /* (N, Cout, oD, oH, oW) */
-    if (mt_node_needs_grad(node, 0)) {          /* adjoint of the adjoint: conv forward */
-        mt_tensor *dx = mt_tensor_new(MT_F32, 5, &node->i[14], dev);
+    mt_tensor *g = mt_contiguous_as(go[0], node->dtype); /* (N, Cout, oD, oH, oW) */
+    if (mt_node_needs_grad(node, 0)) {                   /* adjoint of the adjoint: conv forward */
+        mt_tensor *dx = mt_tensor_new(node->dtype, 5, &node->i[14], dev);
         mt_kernel(dev, conv3d_forward)(dx, g, node->saved[1], NULL, &p);
         gi[0] = dx;
     }
     if (mt_node_needs_grad(node, 1)) { /* conv's filter gradient with x and dy swapped */
-        mt_tensor *dw = mt_tensor_new(MT_F32, 5, &node->i[19], dev);
+        mt_tensor *dw = mt_tensor_new(node->dtype, 5, &node->i[19], dev);
         mt_kernel(dev, conv3d_backward_filter)(dw, NULL, g, node->saved[0], &p);
         gi[1] = dw;
     }
@@ -219,6 +255,15 @@ mt_tensor *mt_conv_transpose3d(const mt_tensor *x, const mt_tensor *w, const mt_
                  mt_tensor_shape_str(x, sx, sizeof sx), mt_tensor_shape_str(w, sw, sizeof sw), sb,
                  p->groups);
     check_devices(x, w, bias, "conv_transpose3d");
+    mt_dtype dt = mt_autocast_dtype3(x, w, bias);
+    mt_tensor *cx, *cw, *cb;
+    if (cast3(dt, x, w, bias, &cx, &cw, &cb)) {
+        mt_tensor *y = mt_conv_transpose3d(cx, cw, cb, p);
+        mt_tensor_release(cx);
+        mt_tensor_release(cw);
+        if (cb) mt_tensor_release(cb);
+        return y;
+    }
     int64_t shape[5] = {x->shape[0], cout, 0, 0, 0};
     for (int j = 0; j < 3; j++) {
         int op = p->output_padding[j];
@@ -235,7 +280,7 @@ mt_tensor *mt_conv_transpose3d(const mt_tensor *x, const mt_tensor *w, const mt_
     }
     mt_device dev = mt_tensor_device(x);
     mt_tensor *xc = mt_tensor_contiguous(x), *wc = mt_tensor_contiguous(w);
-    mt_tensor *y = mt_tensor_new(MT_F32, 5, shape, dev);
+    mt_tensor *y = mt_tensor_new(dt, 5, shape, dev);
     if (mt_tensor_numel(y)) {
         mt_kernel(dev, conv3d_backward_data)(y, xc, wc, p);
         if (bias) add_channel_bias(y, bias);
@@ -243,6 +288,7 @@ mt_tensor *mt_conv_transpose3d(const mt_tensor *x, const mt_tensor *w, const mt_
     mt_tensor *ins[3] = {(mt_tensor *)x, (mt_tensor *)w, (mt_tensor *)bias};
     if (mt_any_requires_grad(3, ins)) {
         mt_node *n = mt_node_new("ConvTranspose3dBackward", conv_transpose3d_backward, 3, ins, 1);
+        n->dtype = dt;
         params_store(n, p, bias != NULL, x, w);
         mt_node_save(n, mt_node_needs_grad(n, 1) ? xc : NULL);
         mt_node_save(n, mt_node_needs_grad(n, 0) ? wc : NULL);

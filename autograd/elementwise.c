@@ -1,5 +1,7 @@
 /* Elementwise ops and their gradient rules. Kernels: core/<backend>/elementwise.c.
- * Backward writes (=) input gradients. */
+ * Backward writes (=) input gradients. Dtypes: outputs keep their input's float
+ * dtype (integer inputs compute in f32); binary ops on bf16 and f32 promote to
+ * f32 through a differentiable cast; gradients have their tensor's dtype. */
 #include <string.h>
 
 #include "autograd/ops.h"
@@ -8,14 +10,20 @@ static mt_device dev_of(const mt_tensor *t) { return mt_tensor_device(t); }
 
 /* ------------------------------------------------------------- binary */
 
+/* No autograd; a and b are cast (copies) to their promoted dtype if needed. */
 static mt_tensor *binary_raw(mt_binary_op op, const mt_tensor *a, const mt_tensor *b) {
     int nd;
     int64_t shape[MT_MAX_DIMS];
     mt_status st = mt_broadcast_shape(&nd, shape, a, b);
     MT_CHECK_MSG(st == MT_OK, "binary op: %s", mt_error_msg());
     MT_CHECK_MSG(mt_device_eq(dev_of(a), dev_of(b)), "binary op: operands on different devices");
-    mt_tensor *out = mt_tensor_new(MT_F32, nd, shape, dev_of(a));
-    mt_tensor *ae = mt_tensor_expand(a, nd, shape), *be = mt_tensor_expand(b, nd, shape);
+    mt_dtype dt = mt_promote_dtype(a, b);
+    mt_tensor *out = mt_tensor_new(dt, nd, shape, dev_of(a));
+    mt_tensor *ac = a->dtype == dt ? mt_tensor_detach(a) : mt_contiguous_as(a, dt);
+    mt_tensor *bc = b->dtype == dt ? mt_tensor_detach(b) : mt_contiguous_as(b, dt);
+    mt_tensor *ae = mt_tensor_expand(ac, nd, shape), *be = mt_tensor_expand(bc, nd, shape);
+    mt_tensor_release(ac);
+    mt_tensor_release(bc);
     if (mt_tensor_numel(out)) mt_kernel(dev_of(a), binary)(op, out, ae, be);
     mt_tensor_release(ae);
     mt_tensor_release(be);
@@ -89,8 +97,12 @@ static void binary_backward(mt_node *node, mt_tensor **go, mt_tensor **gi) {
     }
 }
 
-static mt_tensor *binary_op(mt_binary_op op, const char *name, const mt_tensor *a,
-                            const mt_tensor *b) {
+static mt_tensor *binary_op(mt_binary_op op, const char *name, const mt_tensor *a_in,
+                            const mt_tensor *b_in) {
+    /* Mixed dtypes: promote with differentiable casts, so each operand's
+     * gradient comes back in its own dtype. */
+    mt_dtype dt = mt_promote_dtype(a_in, b_in);
+    mt_tensor *a = mt_to_dtype(a_in, dt), *b = mt_to_dtype(b_in, dt);
     mt_tensor *out = binary_raw(op, a, b);
     mt_tensor *ins[2] = {(mt_tensor *)a, (mt_tensor *)b};
     if (mt_any_requires_grad(2, ins)) {
@@ -106,6 +118,8 @@ static mt_tensor *binary_op(mt_binary_op op, const char *name, const mt_tensor *
         mt_node_set_output(n, out, 0);
         mt_node_release(n);
     }
+    mt_tensor_release(a);
+    mt_tensor_release(b);
     return out;
 }
 
@@ -134,21 +148,24 @@ static int unary_saves(mt_unary_op op) {
 static void unary_backward(mt_node *node, mt_tensor **go, mt_tensor **gi) {
     mt_unary_op op = (mt_unary_op)node->i[0];
     float alpha = (float)node->f[0];
-    mt_tensor *g = mt_tensor_contiguous(go[0]);
-    mt_tensor *d = mt_tensor_new(MT_F32, g->ndim, g->shape, mt_tensor_device(g));
+    mt_dtype dt = (mt_dtype)node->i[1];
+    mt_tensor *g = mt_contiguous_as(go[0], dt);
+    mt_tensor *d = mt_tensor_new(dt, g->ndim, g->shape, mt_tensor_device(g));
     mt_kernel(mt_tensor_device(g), unary_backward)(op, d, g, node->saved[0], node->saved[1], alpha);
     mt_tensor_release(g);
     gi[0] = d;
 }
 
 mt_tensor *mt_unary(mt_unary_op op, const mt_tensor *x, float alpha) {
-    mt_tensor *xc = mt_tensor_contiguous(x);
-    mt_tensor *out = mt_tensor_new(MT_F32, x->ndim, x->shape, dev_of(x));
+    mt_dtype dt = mt_float_dtype_of(x);
+    mt_tensor *xc = mt_contiguous_as(x, dt);
+    mt_tensor *out = mt_tensor_new(dt, x->ndim, x->shape, dev_of(x));
     if (mt_tensor_numel(out)) mt_kernel(dev_of(x), unary)(op, out, xc, alpha);
     mt_tensor *ins[1] = {(mt_tensor *)x};
     if (mt_any_requires_grad(1, ins)) {
         mt_node *n = mt_node_new("UnaryBackward", unary_backward, 1, ins, 1);
         n->i[0] = op;
+        n->i[1] = dt;
         n->f[0] = alpha;
         int s = unary_saves(op);
         mt_node_save(n, s == 1 ? xc : NULL);
@@ -181,8 +198,9 @@ mt_tensor *mt_log_sigmoid(const mt_tensor *x) { return mt_unary(MT_UN_LOG_SIGMOI
 
 /* --------------------------------------------------------------- cast */
 
+/* The gradient goes back in the input's dtype (node->i[0]). */
 static void cast_backward(mt_node *node, mt_tensor **go, mt_tensor **gi) {
-    gi[0] = mt_tensor_to_dtype(go[0], MT_F32); /* gradients are f32 */
+    gi[0] = mt_tensor_to_dtype(go[0], (mt_dtype)node->i[0]);
 }
 
 mt_tensor *mt_to_dtype(const mt_tensor *x, mt_dtype dt) {
@@ -192,6 +210,7 @@ mt_tensor *mt_to_dtype(const mt_tensor *x, mt_dtype dt) {
     mt_tensor *ins[1] = {(mt_tensor *)x};
     if (mt_dtype_is_float(dt) && mt_any_requires_grad(1, ins)) {
         mt_node *n = mt_node_new("CastBackward", cast_backward, 1, ins, 1);
+        n->i[0] = x->dtype;
         mt_node_set_output(n, out, 0);
         mt_node_release(n);
     }
@@ -208,8 +227,10 @@ mt_tensor *mt_dropout(const mt_tensor *x, float p, int training, mt_rng *rng) {
     mt_rng_fill_uniform(u, rng, 0.0f, 1.0f);
     mt_tensor *thr = mt_tensor_full(MT_F32, 0, NULL, p, dev_of(x));
     mt_tensor *ind = binary_raw(MT_BIN_GE, u, thr);
-    mt_tensor *mask = mt_tensor_new_like(ind);
-    mt_kernel(dev_of(x), unary)(MT_UN_MUL_SCALAR, mask, ind, 1.0f / (1.0f - p));
+    mt_tensor *mask32 = mt_tensor_new_like(ind);
+    mt_kernel(dev_of(x), unary)(MT_UN_MUL_SCALAR, mask32, ind, 1.0f / (1.0f - p));
+    mt_tensor *mask = mt_contiguous_as(mask32, mt_float_dtype_of(x));
+    mt_tensor_release(mask32);
     mt_tensor_release(u);
     mt_tensor_release(thr);
     mt_tensor_release(ind);

@@ -18,6 +18,18 @@ int mt_grad_set_enabled(int on) {
     return prev;
 }
 
+static _Thread_local mt_dtype g_autocast = MT_F32;
+
+mt_dtype mt_autocast_get(void) { return g_autocast; }
+
+mt_dtype mt_autocast_set(mt_dtype dt) {
+    MT_CHECK_MSG(dt == MT_F32 || dt == MT_BF16, "autocast to %s (only f32 = off and bf16)",
+                 mt_dtype_name(dt));
+    mt_dtype prev = g_autocast;
+    g_autocast = dt;
+    return prev;
+}
+
 static void node_retain(mt_node *n) { __atomic_add_fetch(&n->refcount, 1, __ATOMIC_RELAXED); }
 
 static void free_saved(mt_node *n) {
@@ -207,8 +219,10 @@ static mt_tensor *add_tensors(const mt_tensor *a, const mt_tensor *b) {
     char b1[128], b2[128];
     MT_CHECK_MSG(mt_tensor_same_shape(a, b), "gradient shapes differ: %s vs %s",
                  mt_tensor_shape_str(a, b1, sizeof b1), mt_tensor_shape_str(b, b2, sizeof b2));
-    mt_tensor *out = mt_tensor_new(MT_F32, a->ndim, a->shape, mt_tensor_device(a));
-    mt_kernel(mt_tensor_device(a), binary)(MT_BIN_ADD, out, a, b);
+    mt_tensor *out = mt_tensor_new(a->dtype, a->ndim, a->shape, mt_tensor_device(a));
+    mt_tensor *bc = b->dtype == a->dtype ? mt_tensor_detach(b) : mt_contiguous_as(b, a->dtype);
+    mt_kernel(mt_tensor_device(a), binary)(MT_BIN_ADD, out, a, bc);
+    mt_tensor_release(bc);
     return out;
 }
 
@@ -231,15 +245,18 @@ static void accumulate_leaf(mt_node *n, mt_tensor *g) {
                  mt_tensor_shape_str(g, b1, sizeof b1), mt_tensor_shape_str(leaf, b2, sizeof b2));
     if (!leaf->grad) {
         /* Take the buffer when nothing else can see it, else a private copy. */
-        if (g->dtype == MT_F32 && mt_tensor_is_contiguous(g) && g->refcount == 1 &&
+        mt_dtype gdt = mt_float_dtype_of(leaf);
+        if (g->dtype == gdt && mt_tensor_is_contiguous(g) && g->refcount == 1 &&
             g->storage->refcount == 1) {
             leaf->grad = mt_tensor_retain(g);
         } else {
-            leaf->grad = mt_tensor_new(MT_F32, leaf->ndim, leaf->shape, mt_tensor_device(leaf));
+            leaf->grad = mt_tensor_new(gdt, leaf->ndim, leaf->shape, mt_tensor_device(leaf));
             mt_tensor_copy_(leaf->grad, g);
         }
     } else {
-        mt_kernel(mt_tensor_device(g), binary)(MT_BIN_ADD, leaf->grad, leaf->grad, g);
+        mt_tensor *gc = mt_contiguous_as(g, leaf->grad->dtype);
+        mt_kernel(mt_tensor_device(g), binary)(MT_BIN_ADD, leaf->grad, leaf->grad, gc);
+        mt_tensor_release(gc);
     }
 }
 
@@ -250,12 +267,13 @@ mt_status mt_backward(mt_tensor *root, const mt_tensor *grad_root, int retain_gr
     if (grad_root) {
         if (!mt_tensor_same_shape(root, grad_root))
             return mt_error_set(MT_ERR_INVALID, "backward: gradient shape does not match output");
-        seed = mt_tensor_to_dtype(grad_root, MT_F32);
+        seed = mt_tensor_to_dtype(grad_root, mt_float_dtype_of(root));
     } else {
         if (mt_tensor_numel(root) != 1)
             return mt_error_set(MT_ERR_INVALID,
                                 "backward: gradient can be implied only for a one-element output");
-        seed = mt_tensor_full(MT_F32, root->ndim, root->shape, 1.0, mt_tensor_device(root));
+        seed = mt_tensor_full(mt_float_dtype_of(root), root->ndim, root->shape, 1.0,
+                              mt_tensor_device(root));
     }
     mt_node *start = root->grad_fn ? root->grad_fn : leaf_acc_node(root);
     int start_nr = root->grad_fn ? root->output_nr : 0;
@@ -337,6 +355,19 @@ mt_status mt_backward(mt_tensor *root, const mt_tensor *grad_root, int retain_gr
     return st;
 }
 
+mt_dtype mt_float_dtype_of(const mt_tensor *x) { return mt_dtype_is_float(x->dtype) ? x->dtype : MT_F32; }
+
+mt_dtype mt_promote_dtype(const mt_tensor *a, const mt_tensor *b) {
+    return (a->dtype == MT_BF16 && b->dtype == MT_BF16) ? MT_BF16 : MT_F32;
+}
+
+mt_tensor *mt_contiguous_as(const mt_tensor *g, mt_dtype dt) {
+    if (g->dtype == dt && mt_tensor_is_contiguous(g)) return mt_tensor_detach(g);
+    mt_tensor *c = mt_tensor_new(dt, g->ndim, g->shape, mt_tensor_device(g));
+    if (mt_tensor_numel(c)) mt_kernel(mt_tensor_device(g), copy)(c, g);
+    return c;
+}
+
 mt_tensor *mt_sum_to_shape(const mt_tensor *grad, int ndim, const int64_t *shape) {
     int lead = grad->ndim - ndim;
     MT_CHECK(lead >= 0);
@@ -357,7 +388,7 @@ mt_tensor *mt_sum_to_shape(const mt_tensor *grad, int ndim, const int64_t *shape
     }
     if (!need) return mt_tensor_reshape(grad, ndim, shape);
     mt_tensor *gc = mt_tensor_contiguous(grad);
-    mt_tensor *r = mt_tensor_new(MT_F32, grad->ndim, keep, mt_tensor_device(grad));
+    mt_tensor *r = mt_tensor_new(mt_float_dtype_of(grad), grad->ndim, keep, mt_tensor_device(grad));
     mt_kernel(mt_tensor_device(grad), reduce)(MT_RED_SUM, r, gc);
     mt_tensor_release(gc);
     mt_tensor *out = mt_tensor_reshape(r, ndim, shape);

@@ -4,6 +4,9 @@
  * Operands whose last two dims are a transposed row-major matrix (e.g. a
  * mt_tensor_transpose view) are passed to gemm with its transpose flag
  * instead of being copied.
+ *
+ * Dtypes as conv (autograd/conv.c): operands are cast to the compute dtype of
+ * mt_autocast_dtype3 (bf16 under autocast); output and gradients have it.
  */
 #include <string.h>
 
@@ -42,8 +45,10 @@ static mt_tensor *matmul_raw(const mt_tensor *a, const mt_tensor *b) {
                  "matmul: operands on different devices");
     int64_t m = a->shape[and_ - 2], n = b->shape[bnd - 1];
     int64_t batch = and_ == 3 ? a->shape[0] : (bnd == 3 ? b->shape[0] : 0);
-    mt_tensor *out = batch ? mt_tensor_new(MT_F32, MT_SHAPE(batch, m, n), mt_tensor_device(a))
-                           : mt_tensor_new(MT_F32, MT_SHAPE(m, n), mt_tensor_device(a));
+    MT_CHECK_MSG(a->dtype == b->dtype, "matmul: operand dtypes %s and %s differ",
+                 mt_dtype_name(a->dtype), mt_dtype_name(b->dtype));
+    mt_tensor *out = batch ? mt_tensor_new(a->dtype, MT_SHAPE(batch, m, n), mt_tensor_device(a))
+                           : mt_tensor_new(a->dtype, MT_SHAPE(m, n), mt_tensor_device(a));
     int ta, tb;
     mt_tensor *av = gemm_view(a, &ta), *bv = gemm_view(b, &tb);
     /* gemm takes equal ranks; a 2-D operand becomes a batch-stride-0 view. */
@@ -90,7 +95,7 @@ static mt_tensor *matmul_batch_sum(const mt_tensor *x, const mt_tensor *y) {
         if (yf) mt_tensor_release(yf);
     }
     mt_device dev = mt_tensor_device(x);
-    mt_tensor *out = mt_tensor_new(MT_F32, MT_SHAPE(1, m, n), dev);
+    mt_tensor *out = mt_tensor_new(x->dtype, MT_SHAPE(1, m, n), dev);
     for (int64_t i = 0; i < nb; i++) {
         mt_tensor *xi = mt_tensor_slice(x, 0, i, i + 1, 1), *yi = mt_tensor_slice(y, 0, i, i + 1, 1);
         int tx, ty;
@@ -108,7 +113,7 @@ static mt_tensor *matmul_batch_sum(const mt_tensor *x, const mt_tensor *y) {
 
 /* saved: 0 = a, 1 = b (only what the other's gradient needs) */
 static void matmul_backward(mt_node *node, mt_tensor **go, mt_tensor **gi) {
-    mt_tensor *g = mt_tensor_contiguous(go[0]);
+    mt_tensor *g = mt_contiguous_as(go[0], node->dtype);
     mt_tensor *a = node->saved[0], *b = node->saved[1];
     int and_ = (int)node->i[0], bnd = (int)node->i[1];
     if (mt_node_needs_grad(node, 0)) { /* dA = dC @ B^T */
@@ -125,6 +130,14 @@ static void matmul_backward(mt_node *node, mt_tensor **go, mt_tensor **gi) {
 }
 
 mt_tensor *mt_matmul(const mt_tensor *a, const mt_tensor *b) {
+    mt_dtype dt = mt_autocast_dtype3(a, b, NULL);
+    if (a->dtype != dt || b->dtype != dt) {
+        mt_tensor *ac = mt_to_dtype(a, dt), *bc = mt_to_dtype(b, dt);
+        mt_tensor *y = mt_matmul(ac, bc);
+        mt_tensor_release(ac);
+        mt_tensor_release(bc);
+        return y;
+    }
     mt_tensor *out;
     /* (B, M, K) @ (K, N) with a's batch foldable into rows: one 2-D product. */
     mt_tensor *af = NULL;
@@ -141,6 +154,7 @@ mt_tensor *mt_matmul(const mt_tensor *a, const mt_tensor *b) {
     mt_tensor *ins[2] = {(mt_tensor *)a, (mt_tensor *)b};
     if (mt_any_requires_grad(2, ins)) {
         mt_node *n = mt_node_new("MatmulBackward", matmul_backward, 2, ins, 1);
+        n->dtype = dt;
         n->i[0] = a->ndim;
         n->i[1] = b->ndim;
         mt_node_save(n, mt_node_needs_grad(n, 1) ? a : NULL);
@@ -157,7 +171,7 @@ mt_tensor *mt_matmul(const mt_tensor *a, const mt_tensor *b) {
 static void linear_add_bias(mt_tensor *y2, const mt_tensor *bias, float beta) {
     mt_device dev = mt_tensor_device(y2);
     int64_t m = y2->shape[0], o = y2->shape[1];
-    mt_tensor *ones = mt_tensor_full(MT_F32, MT_SHAPE(m, 1), 1.0, dev);
+    mt_tensor *ones = mt_tensor_full(y2->dtype, MT_SHAPE(m, 1), 1.0, dev);
     mt_tensor *bc = mt_tensor_contiguous(bias);
     mt_tensor *b2 = mt_tensor_view(bc, MT_SHAPE(1, o));
     mt_kernel(dev, gemm)(y2, ones, b2, 0, 0, 1.0f, beta);
@@ -170,7 +184,7 @@ static void linear_add_bias(mt_tensor *y2, const mt_tensor *bias, float beta) {
 static void linear_backward(mt_node *node, mt_tensor **go, mt_tensor **gi) {
     mt_tensor *x2 = node->saved[0], *w = node->saved[1];
     mt_device dev = mt_tensor_device(go[0]);
-    mt_tensor *g = mt_tensor_contiguous(go[0]);
+    mt_tensor *g = mt_contiguous_as(go[0], node->dtype);
     int64_t o = g->shape[g->ndim - 1];
     int64_t m = o ? mt_tensor_numel(g) / o : 0;
     mt_tensor *g2 = mt_tensor_view(g, MT_SHAPE(m, o));
@@ -178,20 +192,20 @@ static void linear_backward(mt_node *node, mt_tensor **go, mt_tensor **gi) {
         int64_t shape[MT_MAX_DIMS];
         int nd = (int)node->i[1];
         for (int k = 0; k < nd; k++) shape[k] = node->i[2 + k];
-        mt_tensor *dx = mt_tensor_new(MT_F32, nd, shape, dev);
+        mt_tensor *dx = mt_tensor_new(node->dtype, nd, shape, dev);
         mt_tensor *dx2 = mt_tensor_view(dx, MT_SHAPE(m, w->shape[1]));
         mt_kernel(dev, gemm)(dx2, g2, w, 0, 0, 1.0f, 0.0f);
         mt_tensor_release(dx2);
         gi[0] = dx;
     }
     if (mt_node_needs_grad(node, 1)) { /* dW = dy^T @ x */
-        mt_tensor *dw = mt_tensor_new(MT_F32, MT_SHAPE(o, x2->shape[1]), dev);
+        mt_tensor *dw = mt_tensor_new(node->dtype, MT_SHAPE(o, x2->shape[1]), dev);
         mt_kernel(dev, gemm)(dw, g2, x2, 1, 0, 1.0f, 0.0f);
         gi[1] = dw;
     }
     if (node->i[0] && mt_node_needs_grad(node, 2)) { /* db = ones^T @ dy */
-        mt_tensor *ones = mt_tensor_full(MT_F32, MT_SHAPE(m, 1), 1.0, dev);
-        mt_tensor *db = mt_tensor_new(MT_F32, MT_SHAPE(o), dev);
+        mt_tensor *ones = mt_tensor_full(node->dtype, MT_SHAPE(m, 1), 1.0, dev);
+        mt_tensor *db = mt_tensor_new(node->dtype, MT_SHAPE(o), dev);
         mt_tensor *db2 = mt_tensor_view(db, MT_SHAPE(1, o));
         mt_kernel(dev, gemm)(db2, ones, g2, 1, 0, 1.0f, 0.0f);
         mt_tensor_release(ones);
@@ -209,6 +223,16 @@ mt_tensor *mt_linear(const mt_tensor *x, const mt_tensor *w, const mt_tensor *b)
                      (!b || mt_tensor_numel(b) == w->shape[0]) && x->ndim <= MT_MAX_DIMS,
                  "linear: x %s, w %s, b %s do not match", mt_tensor_shape_str(x, sx, sizeof sx),
                  mt_tensor_shape_str(w, sw, sizeof sw), sb);
+    mt_dtype dt = mt_autocast_dtype3(x, w, b);
+    if (x->dtype != dt || w->dtype != dt || (b && b->dtype != dt)) {
+        mt_tensor *xc = mt_to_dtype(x, dt), *wc = mt_to_dtype(w, dt);
+        mt_tensor *bc = b ? mt_to_dtype(b, dt) : NULL;
+        mt_tensor *y = mt_linear(xc, wc, bc);
+        mt_tensor_release(xc);
+        mt_tensor_release(wc);
+        if (bc) mt_tensor_release(bc);
+        return y;
+    }
     mt_device dev = mt_tensor_device(x);
     int64_t in = w->shape[1], o = w->shape[0];
     int64_t m = in ? mt_tensor_numel(x) / in : 0;
@@ -219,7 +243,7 @@ mt_tensor *mt_linear(const mt_tensor *x, const mt_tensor *w, const mt_tensor *b)
     int64_t shape[MT_MAX_DIMS];
     memcpy(shape, x->shape, sizeof(int64_t) * (size_t)x->ndim);
     shape[x->ndim - 1] = o;
-    mt_tensor *y = mt_tensor_new(MT_F32, x->ndim, shape, dev);
+    mt_tensor *y = mt_tensor_new(dt, x->ndim, shape, dev);
     mt_tensor *x2 = mt_tensor_reshape(x, MT_SHAPE(m, in));
     mt_tensor *x2c = mt_tensor_contiguous(x2);
     mt_tensor_release(x2);
@@ -231,6 +255,7 @@ mt_tensor *mt_linear(const mt_tensor *x, const mt_tensor *w, const mt_tensor *b)
     mt_tensor *ins[3] = {(mt_tensor *)x, (mt_tensor *)w, (mt_tensor *)b};
     if (mt_any_requires_grad(3, ins)) {
         mt_node *n = mt_node_new("LinearBackward", linear_backward, 3, ins, 1);
+        n->dtype = dt;
         n->i[0] = b != NULL;
         n->i[1] = x->ndim;
         for (int k = 0; k < x->ndim; k++) n->i[2 + k] = x->shape[k];

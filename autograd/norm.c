@@ -1,7 +1,8 @@
 /* Normalisation ops (batch, group, instance, layer norm) and their gradient
- * rules. Kernels: core/<backend>/norm.c. Inputs of any float dtype are
- * normalised in f32 (statistics in f32/double, DESIGN.md decision 6); the
- * output is f32. Backward writes (=) fresh, contiguous gradients for x,
+ * rules. Kernels: core/<backend>/norm.c. The input keeps its float dtype
+ * (f32, or bf16 under bf16-mixed): output and input gradient have it, while
+ * statistics are computed in f32/double and weight, bias, their gradients
+ * and the running stats are f32 (DESIGN.md decision 6). Backward writes (=) fresh, contiguous gradients for x,
  * weight and bias; the engine accumulates them into parameters. */
 #include <string.h>
 
@@ -72,8 +73,8 @@ static void give_dx(mt_node *node, mt_tensor **gi, mt_tensor *dx) {
 static void batch_norm_backward(mt_node *node, mt_tensor **go, mt_tensor **gi) {
     mt_tensor *x = node->saved[0], *w = node->saved[1];
     mt_device dev = mt_tensor_device(x);
-    mt_tensor *g = as_f32_contiguous(go[0]);
-    mt_tensor *dx = mt_tensor_new(MT_F32, x->ndim, x->shape, dev);
+    mt_tensor *g = mt_contiguous_as(go[0], x->dtype);
+    mt_tensor *dx = mt_tensor_new(x->dtype, x->ndim, x->shape, dev);
     mt_tensor *dw = grad_like(w, mt_node_needs_grad(node, 1), dev);
     mt_tensor *db = bias_grad(node, 1, dev);
     mt_kernel(dev, batch_norm_backward)(dx, dw, db, g, x, w, node->saved[2], node->saved[3],
@@ -106,9 +107,9 @@ mt_tensor *mt_batch_norm(const mt_tensor *x, const mt_tensor *weight, const mt_t
                  "%s: expected more than 1 value per channel when training, got input %s", op,
                  mt_tensor_shape_str(x, b, sizeof b));
     int use_batch = training || !running_mean;
-    mt_tensor *xc = as_f32_contiguous(x), *wc = as_f32_contiguous(weight),
+    mt_tensor *xc = mt_contiguous_as(x, x->dtype), *wc = as_f32_contiguous(weight),
               *bc = as_f32_contiguous(bias);
-    mt_tensor *y = mt_tensor_new(MT_F32, x->ndim, x->shape, dev);
+    mt_tensor *y = mt_tensor_new(x->dtype, x->ndim, x->shape, dev);
     mt_tensor *sm = mt_tensor_new(MT_F32, 1, &C, dev), *si = mt_tensor_new(MT_F32, 1, &C, dev);
     if (mt_tensor_numel(x))
         mt_kernel(dev, batch_norm_forward)(y, sm, si, xc, wc, bc, running_mean, running_var,
@@ -140,8 +141,8 @@ mt_tensor *mt_batch_norm(const mt_tensor *x, const mt_tensor *weight, const mt_t
 static void group_norm_backward(mt_node *node, mt_tensor **go, mt_tensor **gi) {
     mt_tensor *x = node->saved[0], *w = node->saved[1];
     mt_device dev = mt_tensor_device(x);
-    mt_tensor *g = as_f32_contiguous(go[0]);
-    mt_tensor *dx = mt_tensor_new(MT_F32, x->ndim, x->shape, dev);
+    mt_tensor *g = mt_contiguous_as(go[0], x->dtype);
+    mt_tensor *dx = mt_tensor_new(x->dtype, x->ndim, x->shape, dev);
     mt_tensor *dw = grad_like(w, mt_node_needs_grad(node, 1), dev);
     mt_tensor *db = bias_grad(node, 1, dev);
     mt_kernel(dev, group_norm_backward)(dx, dw, db, g, x, w, node->saved[2], node->saved[3],
@@ -164,9 +165,9 @@ static mt_tensor *group_norm_impl(const char *op, const char *name, const mt_ten
                  (long long)C, mt_tensor_shape_str(x, b, sizeof b), groups);
     check_param(op, "weight", weight, C, dev);
     check_param(op, "bias", bias, C, dev);
-    mt_tensor *xc = as_f32_contiguous(x), *wc = as_f32_contiguous(weight),
+    mt_tensor *xc = mt_contiguous_as(x, x->dtype), *wc = as_f32_contiguous(weight),
               *bc = as_f32_contiguous(bias);
-    mt_tensor *y = mt_tensor_new(MT_F32, x->ndim, x->shape, dev);
+    mt_tensor *y = mt_tensor_new(x->dtype, x->ndim, x->shape, dev);
     mt_tensor *mean = mt_tensor_new(MT_F32, MT_SHAPE(N, groups), dev);
     mt_tensor *rstd = mt_tensor_new(MT_F32, MT_SHAPE(N, groups), dev);
     if (mt_tensor_numel(x))
@@ -210,8 +211,8 @@ static void layer_norm_backward(mt_node *node, mt_tensor **go, mt_tensor **gi) {
     mt_tensor *x = node->saved[0], *w = node->saved[1];
     mt_device dev = mt_tensor_device(x);
     int64_t D = node->i[0];
-    mt_tensor *g = as_f32_contiguous(go[0]);
-    mt_tensor *dx = mt_tensor_new(MT_F32, x->ndim, x->shape, dev);
+    mt_tensor *g = mt_contiguous_as(go[0], x->dtype);
+    mt_tensor *dx = mt_tensor_new(x->dtype, x->ndim, x->shape, dev);
     mt_tensor *dw = grad_like(w, mt_node_needs_grad(node, 1), dev);
     mt_tensor *db = bias_grad(node, 1, dev);
     mt_kernel(dev, layer_norm_backward)(dx, dw, db, g, x, w, node->saved[2], node->saved[3], D);
@@ -237,9 +238,9 @@ mt_tensor *mt_layer_norm(const mt_tensor *x, int normalized_ndim, const mt_tenso
     for (int d = 0; d < lead; d++) M *= x->shape[d];
     check_param(op, "weight", weight, D, dev);
     check_param(op, "bias", bias, D, dev);
-    mt_tensor *xc = as_f32_contiguous(x), *wc = as_f32_contiguous(weight),
+    mt_tensor *xc = mt_contiguous_as(x, x->dtype), *wc = as_f32_contiguous(weight),
               *bc = as_f32_contiguous(bias);
-    mt_tensor *y = mt_tensor_new(MT_F32, x->ndim, x->shape, dev);
+    mt_tensor *y = mt_tensor_new(x->dtype, x->ndim, x->shape, dev);
     mt_tensor *mean = mt_tensor_new(MT_F32, 1, &M, dev), *rstd = mt_tensor_new(MT_F32, 1, &M, dev);
     if (mt_tensor_numel(x))
         mt_kernel(dev, layer_norm_forward)(y, mean, rstd, xc, wc, bc, D, eps);

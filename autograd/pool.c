@@ -1,18 +1,12 @@
 /* Pooling and resampling ops (max/avg pool 3D, trilinear resize) and their
  * gradient rules. Kernels: core/<backend>/pool.c. Inputs x (N, C, D, H, W)
- * of any float dtype are processed in f32; outputs are f32. Output sizes use
+ * keep their float dtype (f32, or bf16 under bf16-mixed; arithmetic in f32
+ * inside the kernels); outputs and gradients have it. Output sizes use
  * PyTorch's floor mode: (in + 2 pad - kernel) / stride + 1.
  * Backward writes (=) a fresh, contiguous dx. */
 #include <string.h>
 
 #include "autograd/ops.h"
-
-static mt_tensor *as_f32_contiguous(const mt_tensor *x) {
-    mt_tensor *f = mt_tensor_to_dtype(x, MT_F32);
-    mt_tensor *c = mt_tensor_contiguous(f);
-    mt_tensor_release(f);
-    return c;
-}
 
 static void check_input(const char *op, const mt_tensor *x) {
     char b[64];
@@ -49,7 +43,7 @@ static void save_shape(mt_node *n, int at, const mt_tensor *x) {
 static mt_tensor *new_from_saved_shape(const mt_node *n, int at, mt_device dev) {
     int64_t shape[5];
     for (int k = 0; k < 5; k++) shape[k] = n->i[at + k];
-    return mt_tensor_new(MT_F32, 5, shape, dev);
+    return mt_tensor_new(n->dtype, 5, shape, dev);
 }
 
 static void save_params(mt_node *n, int at, const mt_pool_params *p) {
@@ -79,7 +73,7 @@ static mt_pool_params load_params(const mt_node *n, int at) {
 static void max_pool3d_backward(mt_node *node, mt_tensor **go, mt_tensor **gi) {
     mt_tensor *idx = node->saved[0];
     mt_device dev = mt_tensor_device(idx);
-    mt_tensor *g = as_f32_contiguous(go[0]);
+    mt_tensor *g = mt_contiguous_as(go[0], node->dtype);
     mt_tensor *dx = new_from_saved_shape(node, 0, dev);
     if (mt_tensor_numel(dx)) mt_kernel(dev, max_pool3d_backward)(dx, g, idx);
     mt_tensor_release(g);
@@ -92,13 +86,14 @@ mt_tensor *mt_max_pool3d(const mt_tensor *x, const mt_pool_params *p) {
     mt_device dev = mt_tensor_device(x);
     int64_t os[5];
     pool_out_shape(op, os, x, p);
-    mt_tensor *xc = as_f32_contiguous(x);
-    mt_tensor *y = mt_tensor_new(MT_F32, 5, os, dev);
+    mt_tensor *xc = mt_contiguous_as(x, x->dtype);
+    mt_tensor *y = mt_tensor_new(x->dtype, 5, os, dev);
     mt_tensor *idx = mt_tensor_new(MT_I32, 5, os, dev);
     if (mt_tensor_numel(y)) mt_kernel(dev, max_pool3d_forward)(y, idx, xc, p);
     mt_tensor *ins[1] = {(mt_tensor *)x};
     if (mt_any_requires_grad(1, ins)) {
         mt_node *n = mt_node_new("MaxPool3dBackward", max_pool3d_backward, 1, ins, 1);
+        n->dtype = x->dtype;
         save_shape(n, 0, x);
         mt_node_save(n, idx);
         mt_node_set_output(n, y, 0);
@@ -115,7 +110,7 @@ mt_tensor *mt_max_pool3d(const mt_tensor *x, const mt_pool_params *p) {
 static void avg_pool3d_backward(mt_node *node, mt_tensor **go, mt_tensor **gi) {
     mt_device dev = mt_tensor_device(go[0]);
     mt_pool_params p = load_params(node, 5);
-    mt_tensor *g = as_f32_contiguous(go[0]);
+    mt_tensor *g = mt_contiguous_as(go[0], node->dtype);
     mt_tensor *dx = new_from_saved_shape(node, 0, dev);
     if (mt_tensor_numel(dx)) mt_kernel(dev, avg_pool3d_backward)(dx, g, &p);
     mt_tensor_release(g);
@@ -128,12 +123,13 @@ mt_tensor *mt_avg_pool3d(const mt_tensor *x, const mt_pool_params *p) {
     mt_device dev = mt_tensor_device(x);
     int64_t os[5];
     pool_out_shape(op, os, x, p);
-    mt_tensor *xc = as_f32_contiguous(x);
-    mt_tensor *y = mt_tensor_new(MT_F32, 5, os, dev);
+    mt_tensor *xc = mt_contiguous_as(x, x->dtype);
+    mt_tensor *y = mt_tensor_new(x->dtype, 5, os, dev);
     if (mt_tensor_numel(y)) mt_kernel(dev, avg_pool3d_forward)(y, xc, p);
     mt_tensor *ins[1] = {(mt_tensor *)x};
     if (mt_any_requires_grad(1, ins)) {
         mt_node *n = mt_node_new("AvgPool3dBackward", avg_pool3d_backward, 1, ins, 1);
+        n->dtype = x->dtype;
         save_shape(n, 0, x);
         save_params(n, 5, p);
         mt_node_set_output(n, y, 0);
@@ -148,7 +144,7 @@ mt_tensor *mt_avg_pool3d(const mt_tensor *x, const mt_pool_params *p) {
 /* i[0..4]: x shape; i[5]: align_corners. */
 static void upsample_trilinear_backward(mt_node *node, mt_tensor **go, mt_tensor **gi) {
     mt_device dev = mt_tensor_device(go[0]);
-    mt_tensor *g = as_f32_contiguous(go[0]);
+    mt_tensor *g = mt_contiguous_as(go[0], node->dtype);
     mt_tensor *dx = new_from_saved_shape(node, 0, dev);
     if (mt_tensor_numel(dx)) mt_kernel(dev, upsample_trilinear_backward)(dx, g, (int)node->i[5]);
     mt_tensor_release(g);
@@ -164,12 +160,13 @@ mt_tensor *mt_upsample_trilinear(const mt_tensor *x, const int64_t *out_size, in
         MT_CHECK_MSG(out_size[a] > 0 && x->shape[2 + a] > 0,
                      "%s: sizes must be positive (input %lld, output %lld on axis %d)", op,
                      (long long)x->shape[2 + a], (long long)out_size[a], a);
-    mt_tensor *xc = as_f32_contiguous(x);
-    mt_tensor *y = mt_tensor_new(MT_F32, 5, os, dev);
+    mt_tensor *xc = mt_contiguous_as(x, x->dtype);
+    mt_tensor *y = mt_tensor_new(x->dtype, 5, os, dev);
     if (mt_tensor_numel(y)) mt_kernel(dev, upsample_trilinear_forward)(y, xc, align_corners);
     mt_tensor *ins[1] = {(mt_tensor *)x};
     if (mt_any_requires_grad(1, ins)) {
         mt_node *n = mt_node_new("UpsampleTrilinearBackward", upsample_trilinear_backward, 1, ins, 1);
+        n->dtype = x->dtype;
         save_shape(n, 0, x);
         n->i[5] = align_corners ? 1 : 0;
         mt_node_set_output(n, y, 0);

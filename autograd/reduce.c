@@ -1,20 +1,14 @@
 /* Reductions (sum, mean) and softmax / log-softmax with their gradient
  * rules. Kernels: core/<backend>/reduce.c (reduce, softmax, softmax_backward).
- * Forward results are f32 whatever the input dtype (reductions in fp32,
- * DESIGN.md decision 6). Backward writes (=) fresh, contiguous input
- * gradients. */
+ * Sums and means are f32 whatever the input dtype (reductions in fp32,
+ * DESIGN.md decision 6); their gradient comes back in the input's dtype.
+ * Softmax keeps its input's float dtype (losses cast to f32 first).
+ * Backward writes (=) fresh, contiguous input gradients. */
 #include <math.h>
 #include <string.h>
 
 #include "autograd/ops.h"
 
-/* New reference to x as a contiguous f32 tensor. */
-static mt_tensor *as_f32_contiguous(const mt_tensor *x) {
-    mt_tensor *f = mt_tensor_to_dtype(x, MT_F32);
-    mt_tensor *c = mt_tensor_contiguous(f);
-    mt_tensor_release(f);
-    return c;
-}
 
 /* ------------------------------------------------------------ sum / mean */
 
@@ -28,13 +22,19 @@ static void sum_backward(mt_node *node, mt_tensor **go, mt_tensor **gi) {
     }
     float scale = (float)node->f[0];
     mt_device dev = mt_tensor_device(go[0]);
-    mt_tensor *gk = mt_tensor_reshape(go[0], nd, ks);
-    mt_tensor *ge = mt_tensor_expand(gk, nd, xs);
-    mt_tensor *g = mt_tensor_new(MT_F32, nd, xs, dev);
-    if (mt_tensor_numel(g)) {
-        mt_kernel(dev, copy)(g, ge);
-        if (scale != 1.0f) mt_kernel(dev, unary)(MT_UN_MUL_SCALAR, g, g, scale);
+    /* scale the (small) reduced gradient in f32, then broadcast with one cast */
+    mt_tensor *gs = mt_contiguous_as(go[0], MT_F32);
+    if (scale != 1.0f && mt_tensor_numel(gs)) {
+        mt_tensor *t = mt_tensor_new_like(gs);
+        mt_kernel(dev, unary)(MT_UN_MUL_SCALAR, t, gs, scale);
+        mt_tensor_release(gs);
+        gs = t;
     }
+    mt_tensor *gk = mt_tensor_reshape(gs, nd, ks);
+    mt_tensor_release(gs);
+    mt_tensor *ge = mt_tensor_expand(gk, nd, xs);
+    mt_tensor *g = mt_tensor_new(node->dtype, nd, xs, dev);
+    if (mt_tensor_numel(g)) mt_kernel(dev, copy)(g, ge);
     mt_tensor_release(gk);
     mt_tensor_release(ge);
     gi[0] = g;
@@ -51,7 +51,7 @@ static mt_tensor *sum_impl(const mt_tensor *x, const int *red, int keepdim, doub
         if (!red[d] || keepdim) os[ond++] = ks[d];
     }
     mt_device dev = mt_tensor_device(x);
-    mt_tensor *xc = as_f32_contiguous(x);
+    mt_tensor *xc = mt_contiguous_as(x, mt_float_dtype_of(x));
     mt_tensor *r = mt_tensor_new(MT_F32, nd, ks, dev);
     mt_kernel(dev, reduce)(MT_RED_SUM, r, xc);
     if (scale != 1.0 && mt_tensor_numel(r))
@@ -66,6 +66,7 @@ static mt_tensor *sum_impl(const mt_tensor *x, const int *red, int keepdim, doub
     mt_tensor *ins[1] = {(mt_tensor *)x};
     if (mt_any_requires_grad(1, ins)) {
         mt_node *n = mt_node_new(name, sum_backward, 1, ins, 1);
+        n->dtype = mt_float_dtype_of(x);
         n->i[0] = nd;
         for (int d = 0; d < nd; d++) {
             n->i[1 + d] = x->shape[d];
@@ -128,8 +129,8 @@ mt_tensor *mt_mean_all(const mt_tensor *x) {
 static void softmax_backward(mt_node *node, mt_tensor **go, mt_tensor **gi) {
     mt_tensor *y = node->saved[0];
     mt_device dev = mt_tensor_device(y);
-    mt_tensor *g = as_f32_contiguous(go[0]);
-    mt_tensor *d = mt_tensor_new(MT_F32, y->ndim, y->shape, dev);
+    mt_tensor *g = mt_contiguous_as(go[0], y->dtype);
+    mt_tensor *d = mt_tensor_new(y->dtype, y->ndim, y->shape, dev);
     mt_kernel(dev, softmax_backward)(d, g, y, (int)node->i[0], (int)node->i[1]);
     mt_tensor_release(g);
     gi[0] = d;
@@ -138,8 +139,8 @@ static void softmax_backward(mt_node *node, mt_tensor **go, mt_tensor **gi) {
 static mt_tensor *softmax_impl(const mt_tensor *x, int dim, int log) {
     dim = mt_tensor_dim(x, dim);
     mt_device dev = mt_tensor_device(x);
-    mt_tensor *xc = as_f32_contiguous(x);
-    mt_tensor *out = mt_tensor_new(MT_F32, x->ndim, x->shape, dev);
+    mt_tensor *xc = mt_contiguous_as(x, mt_float_dtype_of(x));
+    mt_tensor *out = mt_tensor_new(xc->dtype, x->ndim, x->shape, dev);
     mt_kernel(dev, softmax)(out, xc, dim, log);
     mt_tensor_release(xc);
     mt_tensor *ins[1] = {(mt_tensor *)x};

@@ -93,11 +93,11 @@ static mt_tensor *region_view(const mt_tensor *t, const int64_t *lo, const int64
     return v;
 }
 
-/* A new f32 tensor of `shape`, zero except g copied at region (lo, g's shape). */
+/* A new tensor of g's dtype and `shape`, zero except g copied at region (lo, g's shape). */
 static mt_tensor *scatter_region(const mt_tensor *g, int nd, const int64_t *shape,
                                  const int64_t *lo) {
     mt_device dev = mt_tensor_device(g);
-    mt_tensor *out = mt_tensor_zeros(MT_F32, nd, shape, dev);
+    mt_tensor *out = mt_tensor_zeros(mt_float_dtype_of(g), nd, shape, dev);
     if (mt_tensor_numel(g)) {
         mt_tensor *v = region_view(out, lo, g->shape);
         mt_kernel(dev, copy)(v, g);
@@ -259,7 +259,7 @@ static void pad_backward(mt_node *node, mt_tensor **go, mt_tensor **gi) {
     pad_geom g;
     pad_geometry(&g, nd, xs, k, pads);
     if (g.empty) {
-        gi[0] = mt_tensor_zeros(MT_F32, nd, xs, mt_tensor_device(go[0]));
+        gi[0] = mt_tensor_zeros(mt_float_dtype_of(go[0]), nd, xs, mt_tensor_device(go[0]));
         return;
     }
     mt_tensor *v = region_view(go[0], g.dst_lo, g.len);
