@@ -88,7 +88,7 @@ if ((asan)); then
             IFS='|'
             echo "${asan_tests[*]}"
         ))\$"
-        if cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMT_ASAN=ON >/dev/null &&
+        if cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMT_ASAN=ON -DMT_CUDA=OFF >/dev/null &&
             cmake --build build-asan -j"$(nproc)" --target medtrain "${asan_tests[@]}"; then
             export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
             export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
