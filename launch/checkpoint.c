@@ -26,11 +26,20 @@ static void set_meta_u64(mt_safetensors *st, const char *key, uint64_t v) {
     mt_safetensors_set_meta(st, key, buf);
 }
 
+/* Adds t, through a host copy when it lives on a GPU: the safetensors
+ * object then holds host tensors only, a snapshot of the training state. */
+static mt_status add_host(mt_safetensors *st, const char *name, mt_tensor *t) {
+    mt_tensor *h = mt_tensor_to_device(t, MT_DEVICE_CPU);
+    mt_status s = mt_safetensors_add(st, name, h);
+    mt_tensor_release(h);
+    return s;
+}
+
 static mt_status add_state_dict(mt_safetensors *st, mt_module *model) {
     mt_named_tensors sd = {0};
     mt_module_state_dict(model, &sd);
     mt_status s = MT_OK;
-    for (int k = 0; k < sd.n && s == MT_OK; k++) s = mt_safetensors_add(st, sd.items[k].name, sd.items[k].tensor);
+    for (int k = 0; k < sd.n && s == MT_OK; k++) s = add_host(st, sd.items[k].name, sd.items[k].tensor);
     mt_named_tensors_free(&sd);
     return s;
 }
@@ -41,6 +50,72 @@ static void add_common_meta(mt_safetensors *st, const mt_config *cfg, const char
     char *yaml = mt_config_to_yaml(cfg);
     mt_safetensors_set_meta(st, "config", yaml);
     free(yaml);
+}
+
+/* Dropout mask streams, by module path: "rng.module.<path>" = offset (their
+ * seeds come from the config). Calls fn for every Dropout under m. */
+typedef void (*rng_visit_fn)(const char *path, mt_rng *rng, void *ctx);
+
+static void visit_module_rngs(mt_module *m, const char *prefix, rng_visit_fn fn, void *ctx) {
+    mt_rng *r = mt_dropout_rng(m);
+    if (r) fn(prefix, r, ctx);
+    for (int k = 0; k < m->n_children; k++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s%s%s", prefix, *prefix ? "." : "", m->children[k].name);
+        visit_module_rngs(m->children[k].module, path, fn, ctx);
+    }
+}
+
+static void save_rng(const char *path, mt_rng *rng, void *ctx) {
+    char key[600];
+    snprintf(key, sizeof key, "rng.module.%s", path);
+    set_meta_u64((mt_safetensors *)ctx, key, rng->offset);
+}
+
+static mt_status meta_u64(const mt_safetensors *st, const char *path, const char *key, uint64_t *out);
+
+#define MAX_MODULE_RNGS 1024
+typedef struct {
+    const mt_safetensors *st;
+    const char *file;
+    mt_status status;
+    int n, found;
+    char missing[600];
+    uint64_t offsets[MAX_MODULE_RNGS];
+} rng_load_ctx;
+
+/* Reads every Dropout's offset; counts those present (a checkpoint written
+ * before these were saved has none: the streams then stay as built). */
+static void read_rng(const char *path, mt_rng *rng, void *ctx) {
+    rng_load_ctx *c = ctx;
+    char key[600];
+    snprintf(key, sizeof key, "rng.module.%s", path);
+    (void)rng;
+    if (c->status != MT_OK) return;
+    if (c->n >= MAX_MODULE_RNGS) {
+        c->status = mt_error_set(MT_ERR_INVALID, "%s: more than %d dropout modules", c->file,
+                                 MAX_MODULE_RNGS);
+        return;
+    }
+    uint64_t *o = &c->offsets[c->n++];
+    if (!mt_safetensors_get_meta(c->st, key)) {
+        snprintf(c->missing, sizeof c->missing, "%s", key);
+        *o = rng->offset;
+        return;
+    }
+    c->found++;
+    c->status = meta_u64(c->st, c->file, key, o);
+}
+
+typedef struct {
+    const uint64_t *offsets;
+    int i;
+} rng_apply_ctx;
+
+static void apply_rng(const char *path, mt_rng *rng, void *ctx) {
+    rng_apply_ctx *c = ctx;
+    (void)path;
+    rng->offset = c->offsets[c->i++];
 }
 
 mt_status mt_checkpoint_build(mt_safetensors *st, const mt_config *cfg, mt_module *model,
@@ -54,7 +129,7 @@ mt_status mt_checkpoint_build(mt_safetensors *st, const mt_config *cfg, mt_modul
         char key[96];
         snprintf(key, sizeof key, "optimizer.%s", e.name);
         if (e.tensor) {
-            MT_TRY(mt_safetensors_add(st, key, e.tensor));
+            MT_TRY(add_host(st, key, e.tensor));
         } else if (e.i64) {
             set_meta_i64(st, key, *e.i64);
         } else if (e.f64) {
@@ -66,6 +141,7 @@ mt_status mt_checkpoint_build(mt_safetensors *st, const mt_config *cfg, mt_modul
     set_meta_i64(st, "step", ts->step);
     set_meta_u64(st, "rng.seed", ts->rng.seed);
     set_meta_u64(st, "rng.offset", ts->rng.offset);
+    visit_module_rngs(model, "", save_rng, st);
     if (ts->has_best) {
         char buf[40];
         snprintf(buf, sizeof buf, "%.17g", ts->best);
@@ -168,7 +244,8 @@ mt_status mt_checkpoint_restore(const char *path, mt_module *model, mt_optim *op
             goto done;
         }
     }
-    /* 2. Model (mt_module_load checks all names and shapes before copying). */
+    /* 2. Model (mt_module_load checks all names and shapes before copying;
+     * it copies onto the model's device, as step 3 onto the optimizer state's). */
     mt_named_tensors sd = {0}, all = {0};
     mt_module_state_dict(model, &sd);
     for (int k = 0; k < sd.n; k++) {
@@ -182,12 +259,32 @@ mt_status mt_checkpoint_restore(const char *path, mt_module *model, mt_optim *op
         mt_named_tensors_append(&all, sd.items[k].name, t);
     }
     mt_named_tensors_free(&sd);
+    /* dropout streams: read (and checked) before anything is changed */
+    rng_load_ctx *rc = calloc(1, sizeof *rc);
+    MT_CHECK(rc);
+    rc->st = &st;
+    rc->file = path;
+    visit_module_rngs(model, "", read_rng, rc);
+    if (rc->status == MT_OK && rc->found > 0 && rc->found < rc->n)
+        rc->status = mt_error_set(MT_ERR_FORMAT, "%s: checkpoint metadata lacks \"%s\"", path,
+                                  rc->missing);
+    if ((s = rc->status) != MT_OK) {
+        free(rc);
+        mt_named_tensors_free(&all);
+        goto done;
+    }
     s = mt_module_load(model, &all, 1);
     mt_named_tensors_free(&all);
     if (s) {
+        free(rc);
         mt_error_prefix(s, "%s: ", path);
         goto done;
     }
+    if (rc->found > 0) {
+        rng_apply_ctx ac = {rc->offsets, 0};
+        visit_module_rngs(model, "", apply_rng, &ac);
+    }
+    free(rc);
     /* 3. Optimizer and training state. */
     for (int k = 0; k < n; k++) {
         mt_optim_state_entry e;
@@ -420,5 +517,11 @@ mt_status mt_weights_load(const char *path, mt_weights *w) {
 done:
     mt_safetensors_free(&st);
     if (s) mt_weights_free(w);
+    return s;
+}
+
+mt_status mt_weights_to_device(mt_weights *w, mt_device dev) {
+    mt_status s = mt_module_to_device(w->model, dev);
+    if (s != MT_OK) mt_error_prefix(s, "%s: ", w->path);
     return s;
 }

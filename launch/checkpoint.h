@@ -91,6 +91,9 @@ typedef struct {
 mt_status mt_weights_load(const char *path, mt_weights *w);
 /* Frees everything of w (a zeroed w is fine). */
 void mt_weights_free(mt_weights *w);
+/* Moves the loaded model (mt_weights_load builds it on the CPU) to dev;
+ * an unavailable device is an error naming the file and the device. */
+mt_status mt_weights_to_device(mt_weights *w, mt_device dev);
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,7 @@
 /* Configuration: the schema table, YAML parsing (libyaml document API),
  * --set overrides, access, checks, serialization. See launch/config.h. */
 #include "launch/config.h"
+#include "launch/nccl.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -37,9 +38,11 @@ static const mt_cfg_schema_entry g_schema[] = {
     S_("run.dir", "runs", "Directory that holds the run directories."),
     I_("run.seed", "42", 0, U32MAX, "Seed of parameter initialisation, patch sampling and augmentation."),
     I_("run.threads", "0", 0, 1024, "CPU threads for kernels (OpenMP, BLAS, oneDNN); 0 = all cores."),
-    E_("run.device", "cpu", "auto|cpu|cuda",
-       "Device to train on. auto: CUDA if this medtrain has the CUDA backend and a GPU is visible, "
-       "else CPU."),
+    S_("run.device", "cpu",
+       "Device to train on: auto | cpu | cuda | cuda:N. auto: cuda:0 if this medtrain has the CUDA "
+       "backend and a GPU is usable, else the CPU (the log says why). cuda = cuda:0; with several MPI "
+       "ranks, cuda gives each rank the GPU of its node-local rank (see distributed.allow_gpu_sharing). "
+       "cuda without a usable GPU is an error."),
     I_("run.log_every", "10", 1, BIG, "Print and record the training loss every N steps."),
     /* --- data --- */
     E_("data.source", "phantom", "phantom|hdf5",
@@ -141,8 +144,9 @@ static const mt_cfg_schema_entry g_schema[] = {
        "intervals (log, validation, checkpoints, schedules) count these steps; there are no epochs."),
     I_("train.batch_size", "2", 1, 4096, "Patches per step (per rank in distributed training)."),
     E_("train.precision", "fp32", "fp32|tf32|bf16-mixed",
-       "Arithmetic: fp32; tf32 (GPU matmul/conv inputs rounded to tf32); bf16-mixed (bf16 "
-       "activations and conv/matmul inputs, fp32 master weights, norms and losses)."),
+       "Arithmetic: fp32; tf32 (GPU matmul/conv inputs rounded to tf32; on the CPU the same as fp32); "
+       "bf16-mixed (autocast: bf16 activations and conv/matmul inputs with fp32 accumulation, fp32 master "
+       "weights, optimizer state, norm statistics and losses; on the CPU and the GPU)."),
     I_("train.checkpoint_every", "100", 0, BIG,
        "Write checkpoints/step_N.safetensors every N steps; 0 = only at the end."),
     I_("train.keep_checkpoints", "3", 0, 100000, "Step checkpoints kept on disk (the newest); 0 = all."),
@@ -171,8 +175,9 @@ static const mt_cfg_schema_entry g_schema[] = {
        "A collective not finished within this many seconds aborts the whole job (MPI_Abort), naming the "
        "operation and rank."),
     B_("distributed.allow_gpu_sharing", "false",
-       "Allow several ranks on one GPU (more ranks than GPUs on a node); otherwise that is an error. "
-       "Not used yet (CUDA backend)."),
+       "With run.device cuda: allow more ranks on a node than it has GPUs (ranks then share the GPUs "
+       "round-robin, cuda:<local rank mod GPUs>, and gradients are all-reduced with MPI through host "
+       "memory); otherwise that is an error."),
 };
 #define NSCHEMA ((int)(sizeof g_schema / sizeof g_schema[0]))
 
@@ -1011,10 +1016,12 @@ mt_status mt_config_check(const mt_config *cfg) {
     const int64_t *shape = mt_config_get_int_list(cfg, "data.phantom.shape", &ns);
     const char *axes = "DHW";
     int64_t div = (int64_t)1 << (nf - 1);
-    /* NCCL comes with the CUDA backend; this build has neither. */
-    if (!strcmp(mt_config_get_string(cfg, "distributed.backend"), "nccl"))
+    /* NCCL comes with the CUDA backend (launch/nccl.h); whether the run is on a
+     * GPU is checked when the device is chosen (launch/train.c). */
+    if (!strcmp(mt_config_get_string(cfg, "distributed.backend"), "nccl") && !mt_nccl_available())
         return mt_config_error(cfg, "distributed.backend",
-                               "nccl needs the CUDA backend, which this medtrain is built without; use mpi or auto");
+                               "nccl: this medtrain was built without NCCL (needs the CUDA backend and NCCL at "
+                               "configure time); use mpi or auto");
     for (int d = 0; d < np; d++)
         if (patch[d] % div)
             return mt_config_error(cfg, "data.patch_size",
@@ -1069,18 +1076,13 @@ mt_status mt_config_check(const mt_config *cfg) {
 
 mt_status mt_config_device(const mt_config *cfg, mt_device *out) {
     const char *d = mt_config_get_string(cfg, "run.device");
-    mt_device cuda = {MT_CUDA, 0};
-    if (!strcmp(d, "cpu")) {
-        *out = MT_DEVICE_CPU;
-    } else if (!strcmp(d, "cuda")) {
-        if (!mt_device_available(cuda))
-            return mt_config_error(cfg, "run.device",
-                                   "cuda requested, but this medtrain was built without the CUDA backend (or no "
-                                   "GPU is visible); use run.device=cpu");
-        *out = cuda;
-    } else {
-        *out = mt_device_available(cuda) ? cuda : MT_DEVICE_CPU;
+    mt_device dev;
+    if (mt_device_parse(d, &dev) != 0) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", mt_error_msg());
+        return mt_config_error(cfg, "run.device", "%s", msg);
     }
+    *out = dev;
     return MT_OK;
 }
 

@@ -113,8 +113,10 @@ mt_status mt_config_error(const mt_config *cfg, const char *key, const char *fmt
  * list lengths, group norm groups, loss vs. channels, ...). The trainer calls
  * it before building anything and may add checks of its own. */
 mt_status mt_config_check(const mt_config *cfg);
-/* run.device resolved: auto -> CUDA if available else CPU; cuda without a
- * CUDA backend -> error naming run.device. */
+/* run.device resolved by mt_device_parse (core/backend.h): auto -> cuda:0
+ * if a GPU is usable, else the CPU; cuda / cuda:N without the CUDA backend,
+ * without a usable GPU or with N out of range, and unknown names, are
+ * MT_ERR_CONFIG errors naming run.device and saying why. */
 mt_status mt_config_device(const mt_config *cfg, mt_device *out);
 
 /* The resolved config as YAML text, every key with its value, in schema

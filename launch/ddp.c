@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "autograd/autograd.h"
+#include "core/backend.h"
 
 typedef struct {
     struct mt_ddp *r;
@@ -20,13 +21,15 @@ typedef struct {
     int n, n_ready;
     int *params; /* parameter indices, in bucket order */
     int64_t numel;
-    float *buf;
+    float *buf;      /* MPI path: host buffer */
+    mt_tensor *dev;  /* NCCL path: (numel) f32 on the GPU */
     mt_dist_request *req;
     int launched;
 } bucket;
 
 struct mt_ddp {
     mt_dist *d;
+    mt_nccl *nccl; /* NULL: MPI on host buffers */
     mt_named_tensors params;
     mt_named_tensors buffers; /* broadcast from rank 0 after each step */
     char *buf_bytes;
@@ -43,6 +46,13 @@ struct mt_ddp {
 
 static mt_tensor *slot_view(const slot *s) {
     bucket *b = &s->r->buckets[s->bucket];
+    if (b->dev) {
+        mt_tensor *flat = mt_tensor_slice(b->dev, 0, s->offset, s->offset + s->numel, 1);
+        mt_tensor *v = mt_tensor_view(flat, s->param->ndim, s->param->shape);
+        MT_CHECK(v);
+        mt_tensor_release(flat);
+        return v;
+    }
     return mt_tensor_wrap(MT_F32, s->param->ndim, s->param->shape, b->buf + s->offset);
 }
 
@@ -50,6 +60,7 @@ static mt_status launch(mt_ddp *r, int bi) {
     bucket *b = &r->buckets[bi];
     b->launched = 1;
     for (int k = 0; k < b->n; k++) r->reduce_count[b->params[k]]++;
+    if (r->nccl) return mt_nccl_allreduce_start(r->nccl, b->dev);
     return mt_dist_iallreduce_f32(r->d, b->buf, b->numel, &b->req);
 }
 
@@ -66,7 +77,8 @@ static void launch_ready(mt_ddp *r) {
         r->started_in_backward++;
         r->next_launch++;
     }
-    for (int k = 0; k < r->next_launch; k++) mt_dist_progress(r->d, r->buckets[k].req);
+    if (!r->nccl)
+        for (int k = 0; k < r->next_launch; k++) mt_dist_progress(r->d, r->buckets[k].req);
 }
 
 static void grad_ready(mt_tensor *leaf, void *ctx) {
@@ -90,9 +102,14 @@ mt_status mt_ddp_init(mt_ddp **out, mt_dist *d, mt_module *m, double bucket_mb, 
     mt_module_state_dict(m, &sd);
     for (int k = 0; k < sd.n; k++) {
         mt_tensor *t = sd.items[k].tensor;
-        MT_CHECK_MSG(mt_tensor_is_contiguous(t) && mt_tensor_device(t).type == MT_CPU,
-                     "ddp: %s must be a contiguous host tensor", sd.items[k].name);
-        mt_status s = mt_dist_broadcast(d, mt_tensor_data(t), mt_tensor_nbytes(t));
+        /* MPI works on host memory: a device tensor goes through a host copy */
+        int host = mt_tensor_is_contiguous(t) && mt_tensor_device(t).type == MT_CPU;
+        mt_tensor *h = host ? mt_tensor_retain(t) : mt_tensor_to_device(t, MT_DEVICE_CPU);
+        mt_tensor *hc = mt_tensor_contiguous(h);
+        mt_tensor_release(h);
+        mt_status s = mt_dist_broadcast(d, mt_tensor_data(hc), mt_tensor_nbytes(hc));
+        if (s == MT_OK && hc != t) mt_tensor_copy_(t, hc);
+        mt_tensor_release(hc);
         if (s != MT_OK) {
             mt_error_prefix(s, "broadcasting %s from rank 0: ", sd.items[k].name);
             mt_named_tensors_free(&sd);
@@ -149,6 +166,24 @@ mt_status mt_ddp_init(mt_ddp **out, mt_dist *d, mt_module *m, double bucket_mb, 
     return MT_OK;
 }
 
+mt_status mt_ddp_use_nccl(mt_ddp *r, mt_nccl *c) {
+    MT_CHECK_MSG(!r->nccl && c, "ddp: NCCL set twice or NULL");
+    mt_device dev = r->params.n ? mt_tensor_device(r->params.items[0].tensor) : MT_DEVICE_CPU;
+    MT_CHECK_MSG(dev.type == MT_CUDA, "ddp: the NCCL path needs the parameters on a GPU");
+    for (int i = 0; i < r->params.n; i++)
+        MT_CHECK_MSG(mt_device_eq(mt_tensor_device(r->params.items[i].tensor), dev),
+                     "ddp: parameter %s is on another device", r->params.items[i].name);
+    for (int bi = 0; bi < r->n_buckets; bi++) {
+        bucket *b = &r->buckets[bi];
+        int64_t n = b->numel ? b->numel : 1;
+        b->dev = mt_tensor_zeros(MT_F32, 1, &n, dev);
+        free(b->buf);
+        b->buf = NULL;
+    }
+    r->nccl = c;
+    return MT_OK;
+}
+
 mt_status mt_ddp_finish(mt_ddp *r) {
     mt_status s = r->hook_status;
     if (s != MT_OK) mt_error_set(s, "%s", r->hook_msg);
@@ -157,9 +192,20 @@ mt_status mt_ddp_finish(mt_ddp *r) {
         bucket *b = &r->buckets[bi];
         for (int k = 0; k < b->n; k++) {
             slot *sl = &r->slots[b->params[k]];
-            if (!sl->ready) memset(b->buf + sl->offset, 0, (size_t)sl->numel * sizeof(float));
+            if (sl->ready) continue;
+            if (b->dev) {
+                mt_tensor *v = slot_view(sl);
+                mt_tensor_fill_(v, 0.0);
+                mt_tensor_release(v);
+            } else {
+                memset(b->buf + sl->offset, 0, (size_t)sl->numel * sizeof(float));
+            }
         }
         s = launch(r, bi);
+    }
+    if (r->nccl) { /* one wait covers every bucket (one NCCL stream, in order) */
+        mt_status w = mt_nccl_wait(r->nccl);
+        if (s == MT_OK) s = w;
     }
     /* wait for all (also after a failure: no request is left behind) */
     for (int bi = 0; bi < r->n_buckets; bi++) {
@@ -174,7 +220,9 @@ mt_status mt_ddp_finish(mt_ddp *r) {
         float inv = 1.0f / (float)r->d->world;
         for (int bi = 0; bi < r->n_buckets; bi++) {
             bucket *b = &r->buckets[bi];
-            if (r->d->world > 1)
+            if (r->d->world > 1 && b->dev && b->numel)
+                mt_kernel(mt_tensor_device(b->dev), unary)(MT_UN_MUL_SCALAR, b->dev, b->dev, inv);
+            else if (r->d->world > 1)
                 for (int64_t i = 0; i < b->numel; i++) b->buf[i] *= inv;
         }
         for (int i = 0; i < r->params.n; i++) {
@@ -199,11 +247,17 @@ mt_status mt_ddp_finish(mt_ddp *r) {
 
 mt_status mt_ddp_sync_buffers(mt_ddp *r) {
     if (r->d->world == 1 || r->buf_nbytes == 0) return MT_OK;
+    /* packed into one host buffer (device buffers through host copies: mt_tensor_copy_
+     * between a host view of the packed bytes and the buffer, either direction) */
     size_t off = 0;
     for (int k = 0; k < r->buffers.n; k++) {
         mt_tensor *t = r->buffers.items[k].tensor;
         size_t nb = mt_tensor_nbytes(t);
-        if (r->d->rank == 0) memcpy(r->buf_bytes + off, mt_tensor_data(t), nb);
+        if (r->d->rank == 0) {
+            mt_tensor *v = mt_tensor_wrap(t->dtype, t->ndim, t->shape, r->buf_bytes + off);
+            mt_tensor_copy_(v, t);
+            mt_tensor_release(v);
+        }
         off += nb;
     }
     MT_TRY(mt_dist_broadcast(r->d, r->buf_bytes, r->buf_nbytes));
@@ -211,7 +265,11 @@ mt_status mt_ddp_sync_buffers(mt_ddp *r) {
     for (int k = 0; k < r->buffers.n; k++) {
         mt_tensor *t = r->buffers.items[k].tensor;
         size_t nb = mt_tensor_nbytes(t);
-        if (r->d->rank != 0) memcpy(mt_tensor_data(t), r->buf_bytes + off, nb);
+        if (r->d->rank != 0) {
+            mt_tensor *v = mt_tensor_wrap(t->dtype, t->ndim, t->shape, r->buf_bytes + off);
+            mt_tensor_copy_(t, v);
+            mt_tensor_release(v);
+        }
         off += nb;
     }
     return MT_OK;
@@ -229,6 +287,7 @@ void mt_ddp_free(mt_ddp *r) {
     for (int bi = 0; bi < r->n_buckets; bi++) {
         if (r->buckets[bi].req) mt_dist_wait(r->d, r->buckets[bi].req);
         free(r->buckets[bi].buf);
+        mt_tensor_release(r->buckets[bi].dev);
         free(r->buckets[bi].params);
     }
     free(r->buckets);

@@ -5,7 +5,8 @@
  * buckets in REVERSE registration order (the order backward makes their
  * gradients ready): the first bucket holds up to first_bucket_mb MiB, the
  * others up to bucket_mb MiB (a parameter larger than a bucket gets its own).
- * Each bucket has one flat f32 host buffer.
+ * Each bucket has one flat f32 buffer: host memory for MPI, GPU memory for
+ * NCCL (mt_ddp_use_nccl).
  *
  * During mt_backward the per-parameter "gradient ready" hook copies the
  * gradient into its bucket slot; when a bucket's last parameter is ready its
@@ -31,6 +32,7 @@
 
 #include "core/status.h"
 #include "launch/dist.h"
+#include "launch/nccl.h"
 #include "layers/module.h"
 
 #ifdef __cplusplus
@@ -42,6 +44,13 @@ typedef struct mt_ddp mt_ddp;
 /* Broadcasts m's parameters and buffers from rank 0, builds the buckets and
  * installs the gradient hooks on every parameter of m (replacing any). */
 mt_status mt_ddp_init(mt_ddp **out, mt_dist *d, mt_module *m, double bucket_mb, double first_bucket_mb);
+
+/* Switches r to NCCL (launch/nccl.h) before the first step: the buckets become
+ * flat f32 GPU tensors, filled by device copies in the hooks, reduced on the
+ * NCCL stream (ordered after the copies by an event), averaged and copied
+ * back on the GPU; c stays owned by the caller. The parameters must be on
+ * the GPU. */
+mt_status mt_ddp_use_nccl(mt_ddp *r, mt_nccl *c);
 
 /* After mt_backward: reduce every bucket and write the averaged gradients
  * into .grad. Resets the per-step state. */

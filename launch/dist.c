@@ -233,3 +233,16 @@ void mt_dist_abort(mt_dist *d, int code, const char *msg) {
     if (d->use_mpi) MPI_Abort(MPI_COMM_WORLD, code ? code : 1);
     _exit(code ? code : 1);
 }
+
+mt_status mt_dist_gpu_index(int local_rank, int local_world, int n_gpus, int allow_sharing, int *index) {
+    MT_CHECK(local_rank >= 0 && local_world >= 1 && local_rank < local_world);
+    if (n_gpus < 1) return mt_error_set(MT_ERR_INVALID, "no GPU is visible on this node");
+    if (local_world > n_gpus && !allow_sharing)
+        return mt_error_set(MT_ERR_INVALID,
+                            "%d ranks run on this node but only %d GPU%s visible: start at most %d rank%s per "
+                            "node, or set distributed.allow_gpu_sharing: true to let ranks share GPUs "
+                            "(round-robin)",
+                            local_world, n_gpus, n_gpus == 1 ? " is" : "s are", n_gpus, n_gpus == 1 ? "" : "s");
+    *index = local_rank % n_gpus;
+    return MT_OK;
+}

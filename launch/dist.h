@@ -16,8 +16,9 @@
  * within timeout_s seconds (distributed.timeout_s), printing the operation
  * and rank. This is how the other ranks end when one rank exits early.
  *
- * This is the MPI implementation on host memory (CPU, or several ranks
- * sharing a GPU later); NCCL comes with the CUDA backend.
+ * This is the MPI implementation on host memory (the CPU, or GPU ranks whose
+ * gradients are staged through host buffers by launch/ddp.c); NCCL is not
+ * implemented yet.
  * Calls are made from one thread (the training thread).
  */
 #ifndef MT_DIST_H
@@ -76,6 +77,13 @@ mt_status mt_dist_barrier(mt_dist *d);
 /* Prints "medtrain: rank R: msg" to stderr and ends the whole job with
  * exit code `code` (MPI_Abort with MPI, exit() without). */
 void mt_dist_abort(mt_dist *d, int code, const char *msg) __attribute__((noreturn));
+
+/* GPU of a rank (run.device cuda with MPI ranks): the rank with node-local
+ * index local_rank of local_world ranks on a node with n_gpus GPUs uses
+ * cuda:<local_rank>. More ranks than GPUs on the node is an error
+ * (MT_ERR_INVALID naming distributed.allow_gpu_sharing) unless
+ * allow_sharing, which shares them round-robin: cuda:<local_rank mod n_gpus>. */
+mt_status mt_dist_gpu_index(int local_rank, int local_world, int n_gpus, int allow_sharing, int *index);
 
 /* Finalises MPI (also registered with atexit; idempotent). */
 void mt_dist_finalize(void);

@@ -255,14 +255,21 @@ static char *summary_extra(const eval_ctx *c, const mt_evaluate_options *o, cons
     json_kv_str(&sb, "reference",
                 c->is_store ? (c->ref_original ? "original" : "inverted_store_labels") : "original", 0);
     json_kv_str(&sb, "reference_detail", c->is_store ? c->ref_note : "labelsTr of the dataset folder", 1);
+    char devname[32] = "cpu";
+    {
+        mt_named_tensors ps = {0};
+        mt_module_named_parameters(c->w->model, &ps);
+        if (ps.n) mt_device_name(mt_tensor_device(ps.items[0].tensor), devname, sizeof devname);
+        mt_named_tensors_free(&ps);
+    }
     mt_strbuf_puts(&sb, ",\n  \"options\": {\"overlap\": ");
     mt_strbuf_json_number(&sb, o->predict.overlap);
     mt_strbuf_printf(&sb,
                      ", \"mirror\": %s, \"batch\": %d, \"largest_component\": %s, \"patch_size\": [%lld, %lld, %lld], "
-                     "\"gaussian\": true, \"threads\": %d}",
+                     "\"gaussian\": true, \"threads\": %d, \"device\": \"%s\"}",
                      o->predict.mirror ? "true" : "false", o->predict.batch,
                      o->predict.largest_component ? "true" : "false", (long long)c->w->patch[0],
-                     (long long)c->w->patch[1], (long long)c->w->patch[2], mt_cpu_get_num_threads());
+                     (long long)c->w->patch[1], (long long)c->w->patch[2], mt_cpu_get_num_threads(), devname);
     mt_strbuf_puts(&sb, ",\n  \"timing\": {\"total_s\": ");
     mt_strbuf_json_number(&sb, total_s);
     mt_strbuf_puts(&sb, ", \"per_case_s\": ");
@@ -327,6 +334,10 @@ mt_status mt_evaluate_run(const mt_evaluate_options *o, mt_eval_results *res_out
         c.w = o->weights;
     } else {
         MT_TRY(mt_weights_load(o->weights_path, &c.wl));
+        if ((s = mt_predict_set_device(&c.wl, &o->predict)) != MT_OK) {
+            mt_weights_free(&c.wl);
+            return s;
+        }
         c.w = &c.wl;
     }
     const mt_weights *w = c.w;
@@ -461,7 +472,7 @@ static void evaluate_usage(FILE *fp) {
     fprintf(fp,
             "usage: medtrain evaluate WEIGHTS.safetensors (STORE.h5 | DATASET_DIR) --split SPLIT --out DIR\n"
             "                         [--splits FILE] [--overlap X] [--mirror] [--batch N]\n"
-            "                         [--largest-component] [--threads N] [--quiet]\n"
+            "                         [--largest-component] [--device D] [--threads N] [--quiet]\n"
             "\n"
             "Predicts every case of a split and scores it against its reference label on the original\n"
             "image grid: Dice, IoU, HD95 and ASD (mm), sensitivity, specificity, PPV, NPV per class.\n"
@@ -480,6 +491,7 @@ static void evaluate_usage(FILE *fp) {
             "  --mirror             test-time mirroring on all three axes (8 passes)\n"
             "  --batch N            windows per forward pass (default 1)\n"
             "  --largest-component  keep only the largest connected component of each class\n"
+            "  --device D           auto | cpu | cuda | cuda:N (default cpu; auto: the GPU if usable)\n"
             "  --threads N          CPU threads (default: all cores)\n"
             "  --quiet              no progress lines or table\n");
 }

@@ -68,7 +68,7 @@ mt_status mt_evaluate_run(const mt_evaluate_options *o, mt_eval_results *res);
 /* The `medtrain evaluate` command: argv[0] is "evaluate", then
  *   WEIGHTS.safetensors (STORE.h5 | DATASET_DIR) --split S --out DIR
  *   [--splits FILE] [--overlap X] [--mirror] [--batch N]
- *   [--largest-component] [--threads N] [--quiet] [--help]
+ *   [--largest-component] [--device D] [--threads N] [--quiet] [--help]
  * Returns the exit status: 0; 2 for bad arguments (also a fold the splits
  * file lacks); 1 when evaluation fails. */
 int mt_evaluate_cli(int argc, char **argv);

@@ -384,7 +384,7 @@ static mt_status write_labels(const char *path, const mt_tensor *labels, const m
 static void predict_usage(FILE *fp) {
     fprintf(fp,
             "usage: medtrain predict WEIGHTS.safetensors INPUT OUTPUT [--overlap X] [--mirror] [--batch N]\n"
-            "                        [--largest-component] [--threads N] [--quiet]\n"
+            "                        [--largest-component] [--device D] [--threads N] [--quiet]\n"
             "\n"
             "Segments NIfTI images with a weight file written by training (runs/<name>/model.safetensors):\n"
             "preprocesses each case with the plan stored in the file (crop, normalise, resample), runs\n"
@@ -403,6 +403,7 @@ static void predict_usage(FILE *fp) {
             "  --mirror             test-time mirroring on all three axes (8 passes)\n"
             "  --batch N            windows per forward pass (default 1)\n"
             "  --largest-component  keep only the largest connected component of each class\n"
+            "  --device D           auto | cpu | cuda | cuda:N (default cpu; auto: the GPU if usable)\n"
             "  --threads N          CPU threads (default: all cores)\n"
             "  --quiet              no progress lines\n");
 }
@@ -430,8 +431,15 @@ static int parse_overlap(const char *s, double *out) {
     return 1;
 }
 
+mt_status mt_predict_set_device(mt_weights *w, const mt_predict_options *o) {
+    if (!o->device) return MT_OK;
+    mt_device d;
+    if (mt_device_parse(o->device, &d) != 0) return mt_error_prefix(MT_ERR_INVALID, "--device '%s': ", o->device);
+    return mt_weights_to_device(w, d);
+}
+
 /* Shared option parsing of predict and evaluate: returns 1 if argv[*i] was
- * one of --overlap/--mirror/--batch/--largest-component/--threads (consuming
+ * one of --overlap/--mirror/--batch/--largest-component/--device/--threads (consuming
  * its value), 0 if not, or -(exit status) on a usage error. */
 int mt_predict_parse_option(const char *cmd, int argc, char **argv, int *i, mt_predict_options *o, int *threads) {
     const char *a = argv[*i];
@@ -448,7 +456,8 @@ int mt_predict_parse_option(const char *cmd, int argc, char **argv, int *i, mt_p
         else o->largest_component = 1;
         return 1;
     }
-    if (strcmp(name, "--overlap") && strcmp(name, "--batch") && strcmp(name, "--threads")) return 0;
+    if (strcmp(name, "--overlap") && strcmp(name, "--batch") && strcmp(name, "--threads") && strcmp(name, "--device"))
+        return 0;
     const char *val = eq ? eq + 1 : NULL;
     if (!val) {
         if (*i + 1 >= argc) return -usage_error(cmd, "%s needs a value", name);
@@ -458,6 +467,14 @@ int mt_predict_parse_option(const char *cmd, int argc, char **argv, int *i, mt_p
         if (!parse_overlap(val, &o->overlap)) return -usage_error(cmd, "--overlap '%s': expected a number in [0, 1)", val);
     } else if (!strcmp(name, "--batch")) {
         if (!parse_int(val, 1, 4096, &o->batch)) return -usage_error(cmd, "--batch '%s': expected an integer in 1..4096", val);
+    } else if (!strcmp(name, "--device")) {
+        mt_device d;
+        if (mt_device_parse(val, &d) != 0) {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "--device '%s': %s", val, mt_error_msg());
+            return -usage_error(cmd, "%s", msg);
+        }
+        o->device = val;
     } else {
         if (!parse_int(val, 1, 1024, threads)) return -usage_error(cmd, "--threads '%s': expected an integer in 1..1024", val);
     }
@@ -536,8 +553,9 @@ int mt_predict_cli(int argc, char **argv) {
     if (threads > 0) mt_cpu_set_num_threads(threads);
 
     mt_weights w;
-    if (mt_weights_load(wpath, &w) != MT_OK) {
+    if (mt_weights_load(wpath, &w) != MT_OK || mt_predict_set_device(&w, &o) != MT_OK) {
         fprintf(stderr, "medtrain: error: %s\n", mt_error_msg());
+        mt_weights_free(&w);
         return 1;
     }
     int rc = 0;

@@ -36,6 +36,11 @@ typedef struct {
     int mirror;            /* 1: average over all 8 mirrorings (axes D, H, W); default 0 */
     int batch;             /* windows per forward pass, >= 1; default 1 */
     int largest_component; /* 1: keep the largest component of each foreground class; default 0 */
+    /* Device for the model where the weights are loaded (the predict CLI,
+     * mt_evaluate_run without preloaded weights): auto | cpu | cuda | cuda:N
+     * (mt_device_parse); NULL = the CPU. The prediction functions below run
+     * on whatever device the model is on. */
+    const char *device;
 } mt_predict_options;
 
 void mt_predict_options_default(mt_predict_options *o);
@@ -58,8 +63,12 @@ mt_status mt_predict_case(mt_tensor **labels /* (D, H, W) u8 */, const mt_weight
                           const mt_tensor *image /* (C, D, H, W) */, const double spacing[3],
                           const double affine[4][4], const mt_predict_options *o, mt_prep_geometry *geom);
 
+/* Moves w's model to the device named by o->device (NULL: nothing to do);
+ * errors (unknown name, no usable GPU) name the option --device. */
+mt_status mt_predict_set_device(mt_weights *w, const mt_predict_options *o);
+
 /* Option parsing shared by the predict and evaluate CLIs: if argv[*i] is
- * --overlap, --mirror, --batch, --largest-component or --threads (also in
+ * --overlap, --mirror, --batch, --largest-component, --device or --threads (also in
  * --name=value form) it is applied to o / *threads, its value consumed (*i
  * advanced) and 1 returned; 0 if it is none of them; -2 after printing a
  * usage error naming the option (cmd names the command in the hint). */
@@ -67,7 +76,7 @@ int mt_predict_parse_option(const char *cmd, int argc, char **argv, int *i, mt_p
 
 /* The `medtrain predict` command: argv[0] is "predict", then
  *   WEIGHTS.safetensors INPUT OUTPUT [--overlap X] [--mirror] [--batch N]
- *   [--largest-component] [--threads N] [--quiet] [--help]
+ *   [--largest-component] [--device D] [--threads N] [--quiet] [--help]
  * INPUT: a NIfTI file (3-D, or 4-D holding every channel; for a multi-channel
  * model also the channel-0 file <case>_0000.nii[.gz], whose siblings
  * <case>_0001.. are read with it) or a folder of such files (one case per

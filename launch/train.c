@@ -44,6 +44,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "autograd/autograd.h"
 #include "core/alloc.h"
 #include "core/backend.h"
 #include "data/augment.h"
@@ -56,6 +57,7 @@
 #include "eval/sliding_window.h"
 #include "launch/checkpoint.h"
 #include "launch/ddp.h"
+#include "launch/nccl.h"
 #include "launch/dist.h"
 #include "launch/fsutil.h"
 #include "launch/prepare.h"
@@ -476,7 +478,7 @@ static mt_status augment_from(const mt_config *cfg, mt_augment_config *a) {
  * prepared store: the preprocessed grid; `medtrain evaluate` reports on the
  * original one); a class absent from both prediction and reference scores 1. */
 static mt_status validate(mt_module *model, const case_list *val, int n_eval, int num_classes,
-                          const int64_t *patch, double *dice /* [num_classes] */, mt_dist *D) {
+                          const int64_t *patch, double *dice /* [num_classes] */, mt_dist *D, mt_dtype autocast) {
     mt_eval_sw_opts o;
     mt_eval_sw_opts_default(&o, patch);
     for (int c = 0; c < num_classes; c++) dice[c] = 0;
@@ -484,8 +486,13 @@ static mt_status validate(mt_module *model, const case_list *val, int n_eval, in
      * every rank gets the same numbers whatever its number of cases */
     for (int k = D->rank; k < n_eval; k += D->world) {
         mt_tensor *scores = NULL, *pred = NULL;
-        MT_TRY(mt_eval_sliding_window_model(&scores, val->images[k], model, &o));
-        mt_status s = mt_eval_argmax(&pred, scores);
+        /* the windows run on the model's device (eval/sliding_window.c moves each
+         * batch there and the logits back); bf16-mixed: under autocast as in training */
+        mt_dtype prev_autocast = mt_autocast_set(autocast);
+        mt_status s = mt_eval_sliding_window_model(&scores, val->images[k], model, &o);
+        mt_autocast_set(prev_autocast);
+        if (s != MT_OK) return s;
+        s = mt_eval_argmax(&pred, scores);
         mt_tensor_release(scores);
         if (s != MT_OK) return s;
         const uint8_t *p = (const uint8_t *)mt_tensor_data(pred);
@@ -528,7 +535,9 @@ typedef struct {
     mt_tensor *pos_weight;
     mt_rundir rd;
     int rd_open;
-    mt_ddp *ddp; /* world > 1: bucketed gradient all-reduce */
+    mt_ddp *ddp;   /* under mpirun: bucketed gradient all-reduce */
+    mt_nccl *nccl; /* its NCCL communicator (GPU ranks), or NULL */
+    mt_dtype autocast; /* MT_BF16 for train.precision bf16-mixed, else MT_F32 (off) */
 } trainer;
 
 static void trainer_free(trainer *t) {
@@ -539,6 +548,7 @@ static void trainer_free(trainer *t) {
     mt_module_free(t->model);
     mt_tensor_release(t->pos_weight);
     mt_ddp_free(t->ddp);
+    mt_nccl_free(t->nccl);
     if (t->rd_open) mt_rundir_close(&t->rd);
 }
 
@@ -547,6 +557,9 @@ static void trainer_free(trainer *t) {
 static mt_status batch_loss(mt_tensor **loss, trainer *t, const mt_tensor *x, const mt_tensor *y) {
     mt_tensor *ds[MT_UNET3D_MAX_LEVELS];
     int n_ds = 0;
+    /* bf16-mixed: forward and loss under autocast (backward and the optimizer
+     * step run outside it; the losses compute in f32 themselves) */
+    mt_dtype prev_autocast = mt_autocast_set(t->autocast);
     mt_tensor *logits = mt_unet3d_forward_ds(t->model, x, ds, &n_ds);
     mt_tensor *total = NULL;
     mt_status s = mt_loss_compute(&total, logits, y, &t->loss);
@@ -579,6 +592,7 @@ static mt_status batch_loss(mt_tensor **loss, trainer *t, const mt_tensor *x, co
         }
     }
     for (int k = 0; k < n_ds; k++) mt_tensor_release(ds[k]);
+    mt_autocast_set(prev_autocast);
     if (s != MT_OK) {
         mt_tensor_release(total);
         return s;
@@ -615,6 +629,107 @@ static mt_status save_weights(const char *path, const mt_config *cfg, trainer *T
                            store);
 }
 
+/* The device this rank trains on (run.device already resolved to *dev by
+ * mt_config_device) made current; note: a line for the log (auto on the CPU
+ * and why; GPU selection of MPI ranks). */
+static mt_status select_device(const mt_config *cfg, const mt_dist *D, mt_device *dev, char *note, size_t nn) {
+    const char *req = mt_config_get_string(cfg, "run.device");
+    note[0] = 0;
+    if (dev->type == MT_CPU) {
+        if (!strcmp(req, "auto")) {
+            const mt_backend *cb = mt_backend_get(MT_CUDA);
+            const char *why = !cb ? "this medtrain was built without the CUDA backend"
+                              : (cb->device_error && cb->device_error()) ? cb->device_error()
+                                                                          : "the CUDA driver reports no GPU";
+            snprintf(note, nn, "run.device auto: training on the CPU (%s%s)", cb ? "no usable GPU: " : "", why);
+        }
+        return MT_OK;
+    }
+    if (D->world > 1) {
+        /* one GPU per node-local rank (or shared round-robin when allowed) */
+        if (strchr(req, ':') && D->local_world > 1)
+            return mt_config_error(cfg, "run.device",
+                                   "%s names one GPU, but %d ranks run on this node: use cuda (each rank takes "
+                                   "cuda:<node-local rank>)",
+                                   req, D->local_world);
+        int n_gpus = mt_backend_get(MT_CUDA)->device_count();
+        int idx = dev->index;
+        if (!strchr(req, ':') &&
+            mt_dist_gpu_index(D->local_rank, D->local_world, n_gpus,
+                              mt_config_get_bool(cfg, "distributed.allow_gpu_sharing"), &idx) != MT_OK)
+            return config_error_from_last(cfg, "distributed.allow_gpu_sharing");
+        dev->index = idx;
+        snprintf(note, nn, "distributed: rank %d (node-local rank %d of %d) uses cuda:%d of %d GPU(s)%s", D->rank,
+                 D->local_rank, D->local_world, idx, n_gpus,
+                 D->local_world > n_gpus ? " (shared: distributed.allow_gpu_sharing)" : "");
+    }
+    if (mt_kernel(*dev, set_device)(dev->index) != 0) return config_error_from_last(cfg, "run.device");
+    return MT_OK;
+}
+
+/* The gradient all-reduce of ranks started by mpirun (distributed.backend):
+ * NCCL on GPU memory, or MPI on host buffers (the CPU, GPUs shared by several
+ * ranks, or a build without NCCL). *use_nccl <- the choice. */
+static mt_status select_comm(const mt_config *cfg, const mt_dist *D, mt_device dev, int *use_nccl) {
+    const char *be = mt_config_get_string(cfg, "distributed.backend");
+    *use_nccl = 0;
+    if (!D->use_mpi) return MT_OK;
+    int sharing = 0;
+    if (dev.type == MT_CUDA) {
+        int n_gpus = mt_backend_get(MT_CUDA)->device_count();
+        sharing = D->local_world > n_gpus;
+    }
+    if (!strcmp(be, "nccl")) {
+        if (dev.type != MT_CUDA)
+            return mt_config_error(cfg, "distributed.backend", "nccl needs run.device cuda (this run is on %s)",
+                                   "the CPU");
+        if (!mt_nccl_available())
+            return mt_config_error(cfg, "distributed.backend",
+                                   "nccl: this medtrain was built without NCCL; use mpi or auto");
+        if (sharing)
+            return mt_config_error(cfg, "distributed.backend",
+                                   "nccl needs one GPU per rank, but %d ranks share this node's GPUs; use mpi",
+                                   D->local_world);
+        *use_nccl = 1;
+    } else if (!strcmp(be, "auto")) {
+        *use_nccl = dev.type == MT_CUDA && mt_nccl_available() && !sharing;
+    }
+    return MT_OK;
+}
+
+/* Reads the n pending (detached, 0-d) losses back to the host (one wait for
+ * the device at the first), adds them to *acc / *n_acc and releases them; a
+ * non-finite loss is an error naming its step. */
+static mt_status read_losses(mt_tensor **pending, const int64_t *step, int *n, double *acc, int64_t *n_acc) {
+    mt_status s = MT_OK;
+    for (int k = 0; k < *n; k++) {
+        if (s == MT_OK) {
+            double v = mt_tensor_item(pending[k]);
+            if (!isfinite(v))
+                s = mt_error_set(MT_ERR_INVALID,
+                                 "training diverged: loss is %g at step %lld (lower optim.lr or set "
+                                 "optim.clip_grad_norm)",
+                                 v, (long long)step[k]);
+            *acc += v;
+            (*n_acc)++;
+        }
+        mt_tensor_release(pending[k]);
+    }
+    *n = 0;
+    return s;
+}
+
+/* Peak memory of the training device in MiB (the host allocator's on the CPU). */
+static double peak_mem_mib(const mt_backend *b) {
+    mt_alloc_stats st;
+    memset(&st, 0, sizeof st);
+    if (b && b->memory_stats)
+        b->memory_stats(&st);
+    else
+        mt_host_alloc_stats(&st);
+    return (double)st.peak_in_use / 1048576.0;
+}
+
 mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
     trainer T;
     memset(&T, 0, sizeof T);
@@ -624,12 +739,11 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
     MT_TRY(mt_config_check(cfg));
     mt_device dev;
     MT_TRY(mt_config_device(cfg, &dev));
-    if (dev.type != MT_CPU)
-        return mt_config_error(cfg, "run.device", "only the CPU backend is built into this medtrain");
     const char *precision = mt_config_get_string(cfg, "train.precision");
-    if (!strcmp(precision, "bf16-mixed"))
-        return mt_config_error(cfg, "train.precision",
-                               "bf16-mixed is not available yet in this build; use fp32");
+    /* fp32: full fp32; tf32: fp32 convolutions/matmuls may use tf32 inputs
+     * (GPU only); bf16-mixed: autocast to bf16 around forward + loss */
+    T.autocast = !strcmp(precision, "bf16-mixed") ? MT_BF16 : MT_F32;
+    mt_backend_set_allow_tf32(!strcmp(precision, "tf32"));
     mt_unet3d_config mc;
     MT_TRY(mt_train_model_config(cfg, &mc));
     MT_TRY(schedule_from(cfg, &T.sched));
@@ -651,6 +765,10 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
     mt_dist *D = mt_dist_get();
     mt_dist_set_timeout(D, mt_config_get_float(cfg, "distributed.timeout_s"));
     const int rank = D->rank, world = D->world, is0 = rank == 0;
+    char dev_note[512] = "";
+    if ((s = select_device(cfg, D, &dev, dev_note, sizeof dev_note)) != MT_OK) goto out;
+    int use_nccl = 0;
+    if ((s = select_comm(cfg, D, dev, &use_nccl)) != MT_OK) goto out;
 /* Only rank 0 writes: log lines, metrics, checkpoints and weights. */
 #define RLOG(...)                                                                                                    \
     do {                                                                                                             \
@@ -692,6 +810,9 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
     /* ---- model, optimizer ---- */
     uint64_t seed = (uint64_t)mt_config_get_int(cfg, "run.seed");
     if ((s = mt_unet3d_new(&T.model, &mc, seed)) != MT_OK) goto out;
+    /* parameters are initialised on the host (same values on every device),
+     * then moved; the optimizer state is created on the parameters' device */
+    if (dev.type != MT_CPU && (s = mt_module_to_device(T.model, dev)) != MT_OK) goto out;
     if ((s = optim_from(cfg, &T.opt, T.model)) != MT_OK) goto out;
     T.opt_ready = 1;
 
@@ -701,10 +822,15 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
     if (resume_path && (s = mt_checkpoint_restore(resume_path, T.model, &T.opt, &ts)) != MT_OK) goto out;
     /* every rank starts from rank 0's weights (ranks restore the same
      * checkpoint, so the optimizer state agrees too); buckets and hooks */
-    if (world > 1 &&
+    /* (under mpirun even with one rank: the distributed path really runs) */
+    if (D->use_mpi &&
         (s = mt_ddp_init(&T.ddp, D, T.model, mt_config_get_float(cfg, "distributed.bucket_mb"),
                          mt_config_get_float(cfg, "distributed.first_bucket_mb"))) != MT_OK)
         goto out;
+    if (T.ddp && use_nccl) {
+        if ((s = mt_nccl_init(&T.nccl, D, mt_config_get_float(cfg, "distributed.timeout_s"))) != MT_OK) goto out;
+        if ((s = mt_ddp_use_nccl(T.ddp, T.nccl)) != MT_OK) goto out;
+    }
 
     /* ---- loader: batch k depends only on (seed, rank, k), so a resumed run
      * continues with the batches an uninterrupted one would have seen ---- */
@@ -743,23 +869,41 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
     snprintf(bpath, plen, "%s/model_best.safetensors", rdpath);
 
     RLOG("medtrain %s: run %s\n", MT_VERSION, rdpath);
-    if (world > 1)
-        RLOG("distributed: %d ranks (MPI), gradient all-reduce in %d bucket(s) (%g MiB, first %g MiB)%s\n", world,
-             mt_ddp_num_buckets(T.ddp), mt_config_get_float(cfg, "distributed.bucket_mb"),
+    if (T.ddp)
+        RLOG("distributed: %d rank%s, gradient all-reduce with %s%s in %d bucket(s) (%g MiB, first %g MiB)%s\n",
+             world, world == 1 ? "" : "s", T.nccl ? "NCCL " : "MPI",
+             T.nccl ? mt_nccl_version() : " (host buffers)", mt_ddp_num_buckets(T.ddp), mt_config_get_float(cfg, "distributed.bucket_mb"),
              mt_config_get_float(cfg, "distributed.first_bucket_mb"),
              g_shard_global_batch ? "; test mode: ranks share rank 0's global batch" : "");
     RLOG("data: %s\n", T.data.desc);
     RLOG("model: UNet3D %d levels, %lld parameters, %.2f GFLOP per training step\n", mc.n_levels,
          (long long)mt_module_num_params(T.model), 3.0 * mt_unet3d_flops(&mc, batch, patch) * 1e-9);
-    RLOG("device: cpu, %d threads; batch %d (global batch %d = %d x %d ranks), patch %lldx%lldx%lld; %s; %d loader "
-         "worker(s)\n",
-         mt_cpu_get_num_threads(), batch, batch * world, batch, world, (long long)patch[0], (long long)patch[1],
-         (long long)patch[2], precision, lcfg.num_workers);
-    if (!strcmp(precision, "tf32")) RLOG("note: tf32 only changes GPU tensor-core matmuls; the CPU computes in fp32\n");
+    {
+        char dn[32];
+        mt_device_name(dev, dn, sizeof dn);
+        RLOG("device: %s%s, %d CPU threads; batch %d (global batch %d = %d x %d ranks), patch %lldx%lldx%lld; %s; "
+             "%d loader worker(s)\n",
+             dn, dev.type == MT_CPU ? "" : world > 1 ? " (this rank's)" : "", mt_cpu_get_num_threads(), batch,
+             batch * world, batch, world, (long long)patch[0], (long long)patch[1], (long long)patch[2], precision,
+             lcfg.num_workers);
+    }
+    if (*dev_note) RLOG("%s\n", dev_note);
+    if (!strcmp(precision, "tf32") && dev.type == MT_CPU)
+        RLOG("note: tf32 only changes GPU tensor-core matmuls; the CPU computes in fp32\n");
+    if (dev.type != MT_CPU)
+        RLOG("note: the training loss is read back from the device at log steps only (run.log_every), so a "
+             "non-finite loss is detected at the next log step\n");
     if (resume_path) RLOG("resumed from %s at step %lld\n", resume_path, (long long)ts.step);
 
     double *dice = calloc((size_t)num_classes, sizeof *dice);
     MT_CHECK(dice);
+    /* losses not yet read back (device: until the next log step; CPU: read at once) */
+    int cap_pending = log_every < 1024 ? (int)log_every : 1024;
+    mt_tensor **pending = calloc((size_t)cap_pending, sizeof *pending);
+    int64_t *pending_step = calloc((size_t)cap_pending, sizeof *pending_step);
+    int n_pending = 0;
+    MT_CHECK(pending && pending_step);
+    const mt_backend *devb = mt_backend_get(dev.type);
     double t0 = now_s(), t_last = t0, loss_acc = 0, val_time = 0;
     int64_t step_last = ts.step, loss_n = 0;
     mt_alloc_stats ast;
@@ -772,17 +916,25 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
         mt_optim_set_lr(&T.opt, lr);
         mt_tensor *x = NULL, *y = NULL, *loss = NULL;
         if ((s = mt_loader_next(T.loader, &x, &y)) != MT_OK) break;
+        if (dev.type != MT_CPU) {
+            /* image f32, labels u8 (the losses one-hot them on the device) */
+            mt_tensor *xd = mt_tensor_to_device(x, dev), *yd = mt_tensor_to_device(y, dev);
+            mt_tensor_release(x);
+            mt_tensor_release(y);
+            x = xd;
+            y = yd;
+        }
         s = batch_loss(&loss, &T, x, y);
         mt_tensor_release(x);
         mt_tensor_release(y);
         if (s != MT_OK) break;
-        double lv = mt_tensor_item(loss);
-        if (!isfinite(lv)) {
+        pending[n_pending] = mt_tensor_detach(loss);
+        pending_step[n_pending++] = ts.step + 1;
+        /* on the CPU reading the loss costs nothing: a divergence stops before its update;
+         * (a device run with log_every > 1024 reads them every 1024 steps) */
+        if ((dev.type == MT_CPU || n_pending == cap_pending) &&
+            (s = read_losses(pending, pending_step, &n_pending, &loss_acc, &loss_n)) != MT_OK) {
             mt_tensor_release(loss);
-            s = mt_error_set(MT_ERR_INVALID,
-                             "training diverged: loss is %g at step %lld (lower optim.lr or set "
-                             "optim.clip_grad_norm)",
-                             lv, (long long)ts.step + 1);
             break;
         }
         mt_optim_zero_grad(&T.opt);
@@ -796,8 +948,6 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
         if (clip > 0) mt_optim_clip_grad_norm(T.opt.params, T.opt.n_params, clip, 2.0);
         mt_optim_step(&T.opt);
         ts.step++;
-        loss_acc += lv;
-        loss_n++;
 
         if (time_limit > 0) {
             /* every rank stops at the same step: the flag is all-reduced (max) */
@@ -807,6 +957,7 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
         }
         int last = ts.step == steps || stop_reason;
         if (ts.step % log_every == 0 || last) {
+            if ((s = read_losses(pending, pending_step, &n_pending, &loss_acc, &loss_n)) != MT_OK) break;
             /* the loss of the global batch: mean over ranks */
             if (world > 1) {
                 if ((s = mt_dist_allreduce_f64(D, &loss_acc, 1, MT_DIST_SUM)) != MT_OK) break;
@@ -818,8 +969,9 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
             char eta[32];
             fmt_duration(eta, sizeof eta, (double)(steps - ts.step) / rate);
             mt_host_alloc_stats(&ast);
-            RLOG("step %lld/%lld  loss %.4f  lr %.3e  %.1f samples/s  ETA %s\n", (long long)ts.step, (long long)steps,
-                 loss_acc / loss_n, lr, sps, eta);
+            double peak_mib = peak_mem_mib(devb);
+            RLOG("step %lld/%lld  loss %.4f  lr %.3e  %.1f samples/s  ETA %s  peak mem %.0f MiB\n", (long long)ts.step,
+                 (long long)steps, loss_acc / loss_n, lr, sps, eta, peak_mib);
             mt_json_obj o;
             mt_json_obj_begin(&o);
             mt_json_obj_int(&o, "step", ts.step);
@@ -828,6 +980,7 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
             mt_json_obj_float(&o, "samples_per_s", sps);
             mt_json_obj_float(&o, "time_s", t - t0);
             mt_json_obj_int(&o, "host_peak_bytes", ast.peak_in_use);
+            mt_json_obj_float(&o, "peak_mem_mib", peak_mib);
             mt_json_obj_end(&o);
             if (is0) mt_rundir_metrics(&T.rd, &o);
             mt_json_obj_free(&o);
@@ -838,7 +991,7 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
         }
         if (n_eval > 0 && ((val_every > 0 && ts.step % val_every == 0) || last)) {
             double tv = now_s();
-            if ((s = validate(T.model, &T.data.val, n_eval, num_classes, patch, dice, D)) != MT_OK) break;
+            if ((s = validate(T.model, &T.data.val, n_eval, num_classes, patch, dice, D, T.autocast)) != MT_OK) break;
             validated = 1;
             double mean = 0;
             mt_json_obj o;
@@ -912,10 +1065,18 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
             mt_host_alloc_stats(&ast);
             mt_loader_stats lst;
             mt_loader_get_stats(T.loader, &lst);
-            RLOG("done: %lld steps in %s (validation %.0fs, waiting for data %.1fs); host memory peak %.1f "
-                 "MiB\n",
-                 (long long)ts.step, dur, val_time, lst.wait_s, (double)ast.peak_in_use / 1048576.0);
-            if (n_eval > 0 && !validated) s = validate(T.model, &T.data.val, n_eval, num_classes, patch, dice, D);
+            char dn[32];
+            mt_device_name(dev, dn, sizeof dn);
+            if (dev.type == MT_CPU)
+                RLOG("done: %lld steps in %s (validation %.0fs, waiting for data %.1fs); host memory peak %.1f "
+                     "MiB\n",
+                     (long long)ts.step, dur, val_time, lst.wait_s, (double)ast.peak_in_use / 1048576.0);
+            else
+                RLOG("done: %lld steps in %s (validation %.0fs, waiting for data %.1fs); %s memory peak %.1f MiB, "
+                     "host memory peak %.1f MiB\n",
+                     (long long)ts.step, dur, val_time, lst.wait_s, dn, peak_mem_mib(devb),
+                     (double)ast.peak_in_use / 1048576.0);
+            if (n_eval > 0 && !validated) s = validate(T.model, &T.data.val, n_eval, num_classes, patch, dice, D, T.autocast);
             if (n_eval > 0 && s == MT_OK) {
                 double mean = 0;
                 for (int c = 1; c < num_classes; c++) {
@@ -932,6 +1093,9 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
             }
         }
     }
+    for (int k = 0; k < n_pending; k++) mt_tensor_release(pending[k]);
+    free(pending);
+    free(pending_step);
     free(wpath);
     free(bpath);
     free(dice);

@@ -70,6 +70,9 @@ mt_module *mt_max_pool3d_new(int kernel, int stride, int padding);
 /* Elementwise dropout (nn.Dropout); identity in eval or when p == 0. Its
  * random stream is (seed, 0) advanced at each training forward. */
 mt_module *mt_dropout_new(float p, uint64_t seed);
+/* The mask generator of a Dropout module (its state advances with every
+ * training forward; checkpoints save it), or NULL if m is not a Dropout. */
+mt_rng *mt_dropout_rng(mt_module *m);
 
 typedef enum {
     MT_ACT_RELU = 0,

@@ -1,5 +1,6 @@
 /* Parameter-free modules: MaxPool3d, Dropout, activations. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "layers/layers.h"
 
@@ -36,6 +37,11 @@ typedef struct {
 static mt_tensor *dropout_forward(mt_module *m, const mt_tensor *x) {
     dropout_impl *d = m->impl;
     return mt_dropout(x, d->p, m->training, &d->rng);
+}
+
+mt_rng *mt_dropout_rng(mt_module *m) {
+    if (!m || !m->type || strcmp(m->type, "Dropout") != 0) return NULL;
+    return &((dropout_impl *)m->impl)->rng;
 }
 
 mt_module *mt_dropout_new(float p, uint64_t seed) {

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/backend.h"
 #include "launch/config.h"
 #include "launch/fsutil.h"
 #include "mt_test.h"
@@ -96,10 +97,13 @@ int main(void) {
     write_file("sem.yaml", "data:\n  patch_size: [32, 32, 36]\nmodel:\n  features: [8, 16, 32, 64]\n");
     expect("sem.yaml", 2, "sem.yaml:2:15: data.patch_size: 36 (W) is not divisible by 2^(levels-1) = 8", NULL);
     expect("config --check sem.yaml", 2, "sem.yaml:2:15: data.patch_size", NULL);
-    run("--version");
-    if (!strstr(g_out, "cuda")) /* with a CUDA backend this would start training */
-        expect("--set run.device=cuda", 2, "run.device: cuda requested, but this medtrain was built without the CUDA",
+    /* without a usable GPU (no CUDA backend, or one without a GPU): exit 2 naming run.device and why */
+    if (!mt_device_available((mt_device){MT_CUDA, 0}))
+        expect("--set run.device=cuda", 2,
+               mt_backend_get(MT_CUDA) ? "run.device: device 'cuda': no usable GPU"
+                                       : "run.device: device 'cuda': this medtrain was built without the CUDA backend",
                NULL);
+    expect("--set run.device=gpu", 2, "run.device: unknown device 'gpu'", NULL);
 
     /* --resume */
     expect("--resume nowhere", 2, "--resume: nowhere: no such file or directory", NULL);

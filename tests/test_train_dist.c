@@ -4,6 +4,8 @@
  *    batch 2 (mt_train_set_shard_global_batch: the ranks take the samples of
  *    the 1-rank global batch), and the same validation Dice (3 validation
  *    cases: 2 on rank 0, 1 on rank 1); only rank 0 writes the run directory;
+ *  - one rank under mpirun runs the reducer and equals the plain run exactly;
+ *    distributed.backend nccl on the CPU is refused naming the key;
  *  - a rank that exits early makes the job exit non-zero within
  *    distributed.timeout_s. */
 #include <stdlib.h>
@@ -61,6 +63,20 @@ static int worker_early_exit(const char *dir) {
     return 0;
 }
 
+/* One rank under mpirun: the distributed path runs (bucket copies, a 1-rank
+ * all-reduce) and must give the losses of the plain run bit for bit; asking
+ * for NCCL on the CPU is an error naming distributed.backend. */
+static int worker_one(const char *dir) {
+    mt_dist *d = mt_dist_get();
+    CHECK(d->world == 1 && d->use_mpi);
+    mt_status s = train(dir, "one_mpi", 2, "");
+    CHECK_MSG(s == MT_OK, "1 rank under mpirun: %s", mt_error_msg());
+    s = train(dir, "nccl_cpu", 2, "distributed.backend=nccl");
+    CHECK_MSG(s != MT_OK && strstr(mt_error_msg(), "distributed.backend"), "nccl on the CPU: %s",
+              s == MT_OK ? "accepted" : mt_error_msg());
+    return mt_test_finish();
+}
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -70,6 +86,7 @@ static double now_s(void) {
 int main(int argc, char **argv) {
     if (argc > 2 && !strcmp(argv[1], "--worker")) return worker(argv[2]);
     if (argc > 2 && !strcmp(argv[1], "--worker-early-exit")) return worker_early_exit(argv[2]);
+    if (argc > 2 && !strcmp(argv[1], "--worker-one")) return worker_one(argv[2]);
     if (!mt_test_mpirun_path()) {
         printf("skipped: mpirun not found\n");
         return MT_TEST_SKIP;
@@ -106,6 +123,18 @@ int main(int argc, char **argv) {
     printf("losses: first %.5f / %.5f, last %.5f / %.5f, max difference %.3g; val_dice_mean %.5f / %.5f; "
            "%.1f s (1 rank) vs %.1f s (mpirun -np 2)\n",
            a.loss[0], b.loss[0], a.loss[STEPS - 1], b.loss[STEPS - 1], worst, a.dice_mean, b.dice_mean, t1, t2);
+    /* one rank under mpirun (the reducer runs) = the plain run, exactly */
+    snprintf(args, sizeof args, "--worker-one '%s'", tmp);
+    rc = mt_test_mpirun(1, args, 300);
+    CHECK_MSG(rc == 0, "mpirun -np 1 --worker-one exited with %d", rc);
+    snprintf(p2, sizeof p2, "%s/one_mpi/metrics.jsonl", tmp);
+    mt_test_metrics m1;
+    mt_test_read_metrics(p2, &m1);
+    int same = m1.n == a.n;
+    for (int k = 0; same && k < a.n; k++) same = m1.loss[k] == a.loss[k];
+    CHECK_MSG(same && a.dice_mean == m1.dice_mean,
+              "1 rank under mpirun (distributed path) gives the plain run's losses exactly");
+    snprintf(p2, sizeof p2, "%s/two/metrics.jsonl", tmp);
     /* only rank 0 wrote: one log, checkpoints, weights */
     char p[600];
     struct stat st;
