@@ -32,6 +32,7 @@
 
 #include "core/backend.h"
 #include "core/cpu/cpu_kernels.h"
+#include "core/kernel_plan.h"
 
 #define DNNL_CHECK(expr)                                                                   \
     do {                                                                                   \
@@ -398,14 +399,7 @@ static void entry_run(conv_entry *e, void *const *data) {
 static void key_init(conv_key *k, conv_pass pass, int has_bias, const mt_tensor *x,
                      const mt_tensor *w, const mt_tensor *y, const mt_conv_params *p,
                      const char *op) {
-    char bx[96], bw[96], by[96];
-    MT_CHECK_MSG(x->ndim == 5 && w->ndim == 5 && y->ndim == 5,
-                 "%s: expected 5-D tensors, got x %s, w %s, y %s", op,
-                 mt_tensor_shape_str(x, bx, sizeof bx), mt_tensor_shape_str(w, bw, sizeof bw),
-                 mt_tensor_shape_str(y, by, sizeof by));
-    MT_CHECK_MSG(mt_tensor_is_contiguous(x) && mt_tensor_is_contiguous(w) &&
-                     mt_tensor_is_contiguous(y),
-                 "%s: tensors must be contiguous", op);
+    mt_conv_check_shapes(op, x, w, y, p);
     memset(k, 0, sizeof *k);
     k->pass = pass;
     k->has_bias = has_bias;
@@ -413,8 +407,9 @@ static void key_init(conv_key *k, conv_pass pass, int has_bias, const mt_tensor 
     k->cin = x->shape[1];
     k->cout = y->shape[1];
     k->groups = p->groups;
-    int ok = p->groups >= 1 && k->cin % p->groups == 0 && k->cout % p->groups == 0 &&
-             y->shape[0] == k->n && w->shape[0] == k->cout && w->shape[1] == k->cin / p->groups;
+    /* The y side may be smaller than the usual output size (transposed conv
+     * with output_padding >= stride): then the last input rows are never
+     * read (see pad_r in entry_create). */
     for (int j = 0; j < 3; j++) {
         k->in[j] = x->shape[2 + j];
         k->out[j] = y->shape[2 + j];
@@ -422,20 +417,7 @@ static void key_init(conv_key *k, conv_pass pass, int has_bias, const mt_tensor 
         k->stride[j] = p->stride[j];
         k->pad[j] = p->padding[j];
         k->dil[j] = p->dilation[j];
-        /* The y side may be smaller than the usual output size (transposed
-         * conv with output_padding >= stride): then the last input rows are
-         * never read (see pad_r in entry_create). */
-        int64_t span = k->dil[j] * (k->k[j] - 1) + 1, padded = k->in[j] + 2 * k->pad[j];
-        ok = ok && p->stride[j] >= 1 && p->dilation[j] >= 1 && p->padding[j] >= 0 &&
-             padded >= span && k->out[j] >= 1 && k->out[j] <= (padded - span) / k->stride[j] + 1;
     }
-    MT_CHECK_MSG(ok,
-                 "%s: inconsistent shapes x %s, w %s, y %s for stride (%d,%d,%d) padding "
-                 "(%d,%d,%d) dilation (%d,%d,%d) groups %d",
-                 op, mt_tensor_shape_str(x, bx, sizeof bx), mt_tensor_shape_str(w, bw, sizeof bw),
-                 mt_tensor_shape_str(y, by, sizeof by), p->stride[0], p->stride[1], p->stride[2],
-                 p->padding[0], p->padding[1], p->padding[2], p->dilation[0], p->dilation[1],
-                 p->dilation[2], p->groups);
 }
 
 void mt_cpu_conv3d_forward(mt_tensor *y, const mt_tensor *x, const mt_tensor *w,

@@ -27,6 +27,7 @@
 
 #include "core/backend.h"
 #include "core/cpu/cpu_kernels.h"
+#include "core/kernel_plan.h"
 
 void mt_cpu_blas_set_num_threads(int n) {
     if (n >= 1) openblas_set_num_threads(n);
@@ -36,26 +37,6 @@ void mt_cpu_blas_set_num_threads(int n) {
  * batch instead of inside sgemm. */
 #define GEMM_BATCH_PARALLEL_FLOPS (1 << 22)
 
-typedef struct {
-    int64_t batch, rows, cols; /* stored (row-major) matrix, before op() */
-    int64_t bstride, ld;
-} gemm_operand;
-
-static void operand_init(gemm_operand *o, const mt_tensor *t, const char *name) {
-    char buf[96];
-    MT_CHECK_MSG(t->ndim == 2 || t->ndim == 3, "gemm: %s must be 2-D or 3-D, got %s", name,
-                 mt_tensor_shape_str(t, buf, sizeof buf));
-    int nd = t->ndim;
-    o->batch = nd == 3 ? t->shape[0] : 1;
-    o->bstride = nd == 3 ? t->strides[0] : 0;
-    if (o->batch == 1) o->bstride = 0;
-    o->rows = t->shape[nd - 2];
-    o->cols = t->shape[nd - 1];
-    o->ld = o->rows == 1 ? (o->cols > 0 ? o->cols : 1) : t->strides[nd - 2];
-    MT_CHECK_MSG((o->cols <= 1 || t->strides[nd - 1] == 1) && o->ld >= o->cols && o->ld >= 1,
-                 "gemm: %s %s must have contiguous rows", name,
-                 mt_tensor_shape_str(t, buf, sizeof buf));
-}
 
 static void sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
                   int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
@@ -90,10 +71,10 @@ void mt_cpu_gemm(mt_tensor *c, const mt_tensor *a, const mt_tensor *b, int trans
     MT_KERNEL_DTYPE_CHECK("gemm", a, MT_F32);
     MT_KERNEL_DTYPE_CHECK("gemm", b, MT_F32);
     MT_KERNEL_DTYPE_CHECK("gemm", c, MT_F32);
-    gemm_operand oa, ob, oc;
-    operand_init(&oa, a, "a");
-    operand_init(&ob, b, "b");
-    operand_init(&oc, c, "c");
+    mt_gemm_operand oa, ob, oc;
+    mt_gemm_operand_init(&oa, a, "a");
+    mt_gemm_operand_init(&ob, b, "b");
+    mt_gemm_operand_init(&oc, c, "c");
     int64_t m = trans_a ? oa.cols : oa.rows, k = trans_a ? oa.rows : oa.cols;
     int64_t kb = trans_b ? ob.cols : ob.rows, n = trans_b ? ob.rows : ob.cols;
     int64_t nb = oc.batch;

@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "core/cpu/cpu_kernels.h"
+#include "core/kernel_plan.h"
 
 #define PAR_MIN 32768       /* below this many elements, stay on one thread */
 #define CH ((int64_t)1 << 16) /* reduced elements per work unit */
@@ -179,46 +180,11 @@ static inline int64_t flat_offset(int n, const int64_t *size, const int64_t *str
     return off;
 }
 
-/* Merged groups of kept (k*) and reduced (r*) dims, outer to inner. */
-typedef struct {
-    int nk, nr, last_reduced;
-    int64_t ks[MT_MAX_DIMS], kst[MT_MAX_DIMS];
-    int64_t rs[MT_MAX_DIMS], rst[MT_MAX_DIMS];
-} red_plan;
-
-static void plan_init(red_plan *p, const mt_tensor *out, const mt_tensor *in) {
-    p->nk = p->nr = 0;
-    int prev = -1;
-    for (int d = 0; d < in->ndim; d++) {
-        int64_t s = in->shape[d];
-        if (s == 1) continue;
-        int r = out->shape[d] == 1;
-        if (r) {
-            if (prev == 1) {
-                p->rs[p->nr - 1] *= s;
-                p->rst[p->nr - 1] = in->strides[d];
-            } else {
-                p->rs[p->nr] = s;
-                p->rst[p->nr++] = in->strides[d];
-            }
-        } else {
-            if (prev == 0) {
-                p->ks[p->nk - 1] *= s;
-                p->kst[p->nk - 1] = in->strides[d];
-            } else {
-                p->ks[p->nk] = s;
-                p->kst[p->nk++] = in->strides[d];
-            }
-        }
-        prev = r;
-    }
-    p->last_reduced = prev == 1;
-}
 
 static inline float finish(double v) { return (float)v; }
 
 /* Loop shape A: innermost group reduced. */
-static void reduce_inner(mt_reduce_op op, float *y, const float *x, const red_plan *p,
+static void reduce_inner(mt_reduce_op op, float *y, const float *x, const mt_reduce_plan *p,
                          int64_t numel) {
     int64_t L = p->rs[p->nr - 1];
     int nrow = p->nr - 1; /* reduced groups outside the contiguous run */
@@ -264,7 +230,7 @@ static void reduce_inner(mt_reduce_op op, float *y, const float *x, const red_pl
 }
 
 /* Loop shape B: innermost group kept. */
-static void reduce_outer(mt_reduce_op op, float *y, const float *x, const red_plan *p,
+static void reduce_outer(mt_reduce_op op, float *y, const float *x, const mt_reduce_plan *p,
                          int64_t numel) {
     int64_t L = p->ks[p->nk - 1];
     int nko = p->nk - 1;
@@ -348,8 +314,8 @@ void mt_cpu_reduce(mt_reduce_op op, mt_tensor *out, const mt_tensor *in) {
         for (int64_t i = 0; i < n_out; i++) y[i] = v;
         return;
     }
-    red_plan p;
-    plan_init(&p, out, in);
+    mt_reduce_plan p;
+    mt_reduce_plan_init(&p, out, in);
     if (p.nr == 0) { /* nothing reduced: out has in's layout */
 #pragma omp parallel for if (numel > PAR_MIN) schedule(static)
         for (int64_t i = 0; i < numel; i++) {

@@ -58,6 +58,7 @@
 #include "core/cuda/cuda_common.h"
 #include "core/cuda/cuda_device.cuh"
 #include "core/cuda/cuda_kernels.h"
+#include "core/kernel_plan.h"
 
 typedef enum { PASS_FWD = 0, PASS_BWD_DATA = 1, PASS_BWD_FILTER = 2 } conv_pass;
 typedef enum { MATH_F32 = 0, MATH_TF32 = 1, MATH_BF16 = 2 } conv_math;
@@ -114,22 +115,15 @@ static int64_t ptr_align(const void *p) {
 static size_t elem_size(mt_dtype dt) { return dt == MT_BF16 ? 2 : 4; }
 
 /* Fills the key from x-side (N, Cin, D, H, W), y-side (N, Cout, oD, oH, oW)
- * and weight shapes, checking the contract (the CPU's rules, core/cpu/conv.c)
- * and the dtypes: x, w, y one dtype, f32 or bf16. */
+ * and weight shapes, checking the contract (core/kernel_plan.h, shared with
+ * the CPU) and the dtypes: x, w, y one dtype, f32 or bf16. */
 static void key_init(conv_key *k, conv_pass pass, const mt_tensor *x, const mt_tensor *w,
                      const mt_tensor *y, const mt_conv_params *p) {
     const char *op = pass_name(pass);
-    char bx[96], bw[96], by[96];
     if (x->dtype != MT_BF16) MT_KERNEL_DTYPE_CHECK(op, x, MT_F32);
     MT_KERNEL_DTYPE_CHECK(op, w, x->dtype);
     MT_KERNEL_DTYPE_CHECK(op, y, x->dtype);
-    MT_CHECK_MSG(x->ndim == 5 && w->ndim == 5 && y->ndim == 5,
-                 "%s: expected 5-D tensors, got x %s, w %s, y %s", op,
-                 mt_tensor_shape_str(x, bx, sizeof bx), mt_tensor_shape_str(w, bw, sizeof bw),
-                 mt_tensor_shape_str(y, by, sizeof by));
-    MT_CHECK_MSG(mt_tensor_is_contiguous(x) && mt_tensor_is_contiguous(w) &&
-                     mt_tensor_is_contiguous(y),
-                 "%s: tensors must be contiguous", op);
+    mt_conv_check_shapes(op, x, w, y, p);
     memset(k, 0, sizeof *k);
     k->pass = pass;
     k->dtype = x->dtype;
@@ -138,8 +132,6 @@ static void key_init(conv_key *k, conv_pass pass, const mt_tensor *x, const mt_t
     k->cin = x->shape[1];
     k->cout = y->shape[1];
     k->groups = p->groups;
-    int ok = p->groups >= 1 && k->cin % p->groups == 0 && k->cout % p->groups == 0 &&
-             y->shape[0] == k->n && w->shape[0] == k->cout && w->shape[1] == k->cin / p->groups;
     for (int j = 0; j < 3; j++) {
         k->in[j] = x->shape[2 + j];
         k->out[j] = y->shape[2 + j];
@@ -147,17 +139,7 @@ static void key_init(conv_key *k, conv_pass pass, const mt_tensor *x, const mt_t
         k->stride[j] = p->stride[j];
         k->pad[j] = p->padding[j];
         k->dil[j] = p->dilation[j];
-        int64_t span = k->dil[j] * (k->k[j] - 1) + 1, padded = k->in[j] + 2 * k->pad[j];
-        ok = ok && p->stride[j] >= 1 && p->dilation[j] >= 1 && p->padding[j] >= 0 &&
-             padded >= span && k->out[j] >= 1 && k->out[j] <= (padded - span) / k->stride[j] + 1;
     }
-    MT_CHECK_MSG(ok,
-                 "%s: inconsistent shapes x %s, w %s, y %s for stride (%d,%d,%d) padding "
-                 "(%d,%d,%d) dilation (%d,%d,%d) groups %d",
-                 op, mt_tensor_shape_str(x, bx, sizeof bx), mt_tensor_shape_str(w, bw, sizeof bw),
-                 mt_tensor_shape_str(y, by, sizeof by), p->stride[0], p->stride[1], p->stride[2],
-                 p->padding[0], p->padding[1], p->padding[2], p->dilation[0], p->dilation[1],
-                 p->dilation[2], p->groups);
 }
 
 /* cuDNN's legacy API takes int dims and strides. */

@@ -15,7 +15,7 @@
  * accumulation; f32 is true fp32), or CUBLAS_COMPUTE_32F_FAST_TF32 for f32
  * when mt_backend_allow_tf32(). bf16 c is rounded once by cuBLAS's epilogue.
  *
- * Operand rules are the CPU's (operand_init below is its copy): 2-D or 3-D,
+ * Operand rules are the CPU's (mt_gemm_operand_init, core/kernel_plan.h): 2-D or 3-D,
  * last dim contiguous, row stride ld >= cols; c's batch stride >= M * ld.
  * As on the CPU, a broadcast b over a batch of a stored contiguously (and
  * no transpose of a) is one product with the batch folded into the rows.
@@ -35,29 +35,10 @@
 #include "core/cuda/cuda_common.h"
 #include "core/cuda/cuda_device.cuh"
 #include "core/cuda/cuda_kernels.h"
+#include "core/kernel_plan.h"
 
 #define GEMM_WORKSPACE_BYTES ((size_t)32 << 20)
 
-typedef struct {
-    int64_t batch, rows, cols; /* stored (row-major) matrix, before op() */
-    int64_t bstride, ld;
-} gemm_operand;
-
-static void operand_init(gemm_operand *o, const mt_tensor *t, const char *name) {
-    char buf[96];
-    MT_CHECK_MSG(t->ndim == 2 || t->ndim == 3, "gemm: %s must be 2-D or 3-D, got %s", name,
-                 mt_tensor_shape_str(t, buf, sizeof buf));
-    int nd = t->ndim;
-    o->batch = nd == 3 ? t->shape[0] : 1;
-    o->bstride = nd == 3 ? t->strides[0] : 0;
-    if (o->batch == 1) o->bstride = 0;
-    o->rows = t->shape[nd - 2];
-    o->cols = t->shape[nd - 1];
-    o->ld = o->rows == 1 ? (o->cols > 0 ? o->cols : 1) : t->strides[nd - 2];
-    MT_CHECK_MSG((o->cols <= 1 || t->strides[nd - 1] == 1) && o->ld >= o->cols && o->ld >= 1,
-                 "gemm: %s %s must have contiguous rows", name,
-                 mt_tensor_shape_str(t, buf, sizeof buf));
-}
 
 static pthread_mutex_t g_ws_lock = PTHREAD_MUTEX_INITIALIZER;
 static void *g_ws = NULL;
@@ -91,10 +72,10 @@ extern "C" void mt_cuda_gemm(mt_tensor *c, const mt_tensor *a, const mt_tensor *
     if (a->dtype != MT_BF16) MT_KERNEL_DTYPE_CHECK("gemm", a, MT_F32);
     MT_KERNEL_DTYPE_CHECK("gemm", b, a->dtype);
     if (c->dtype != a->dtype) MT_KERNEL_DTYPE_CHECK("gemm", c, MT_F32);
-    gemm_operand oa, ob, oc;
-    operand_init(&oa, a, "a");
-    operand_init(&ob, b, "b");
-    operand_init(&oc, c, "c");
+    mt_gemm_operand oa, ob, oc;
+    mt_gemm_operand_init(&oa, a, "a");
+    mt_gemm_operand_init(&ob, b, "b");
+    mt_gemm_operand_init(&oc, c, "c");
     int64_t m = trans_a ? oa.cols : oa.rows, k = trans_a ? oa.rows : oa.cols;
     int64_t kb = trans_b ? ob.cols : ob.rows, n = trans_b ? ob.rows : ob.cols;
     int64_t nb = oc.batch;

@@ -40,6 +40,7 @@
 
 #include "core/cuda/cuda_device.cuh"
 #include "core/cuda/cuda_kernels.h"
+#include "core/kernel_plan.h"
 
 #define RED_THREADS 256
 #define SMALL_T 4096            /* A-small up to this many reduced elements per output */
@@ -111,41 +112,6 @@ __device__ __forceinline__ int64_t grp_offset32(const red_groups &g, uint32_t fl
     return off + (int64_t)flat * g.stride[0];
 }
 
-/* The CPU's merged kept (k*) / reduced (r*) groups, outer to inner. */
-typedef struct {
-    int nk, nr, last_reduced;
-    int64_t ks[MT_MAX_DIMS], kst[MT_MAX_DIMS];
-    int64_t rs[MT_MAX_DIMS], rst[MT_MAX_DIMS];
-} red_plan;
-
-static void plan_init(red_plan *p, const mt_tensor *out, const mt_tensor *in) {
-    memset(p, 0, sizeof *p);
-    int prev = -1;
-    for (int d = 0; d < in->ndim; d++) {
-        int64_t s = in->shape[d];
-        if (s == 1) continue;
-        int r = out->shape[d] == 1;
-        if (r) {
-            if (prev == 1) {
-                p->rs[p->nr - 1] *= s;
-                p->rst[p->nr - 1] = in->strides[d];
-            } else {
-                p->rs[p->nr] = s;
-                p->rst[p->nr++] = in->strides[d];
-            }
-        } else {
-            if (prev == 0) {
-                p->ks[p->nk - 1] *= s;
-                p->kst[p->nk - 1] = in->strides[d];
-            } else {
-                p->ks[p->nk] = s;
-                p->kst[p->nk++] = in->strides[d];
-            }
-        }
-        prev = r;
-    }
-    p->last_reduced = prev == 1;
-}
 
 /* Groups [first, first + n) of (size, stride). */
 static red_groups make_groups(int n, const int64_t *size, const int64_t *stride) {
@@ -358,7 +324,7 @@ __global__ void red_finish_k(void *y, int out_bf16, const double *part, int64_t 
 /* ------------------------------------------------------------ reduce entry */
 
 template <typename T, int OP>
-static void reduce_run(const red_plan &p, void *y, int out_bf16, const T *x, int64_t numel,
+static void reduce_run(const mt_reduce_plan &p, void *y, int out_bf16, const T *x, int64_t numel,
                        int64_t n_out) {
     cudaStream_t st = mt_cuda_stream();
     if (p.nr == 0) {
@@ -441,8 +407,8 @@ extern "C" void mt_cuda_reduce(mt_reduce_op op, mt_tensor *out, const mt_tensor 
         mt_cuda_fill(out, op == MT_RED_MAX ? -INFINITY : op == MT_RED_MIN ? INFINITY : 0.0);
         return;
     }
-    red_plan p;
-    plan_init(&p, out, in);
+    mt_reduce_plan p;
+    mt_reduce_plan_init(&p, out, in);
     void *y = mt_tensor_data(out);
     int out_bf16 = out->dtype == MT_BF16;
     MT_CUDA_DISPATCH_FLOAT("reduce", in->dtype, {

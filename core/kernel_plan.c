@@ -1,0 +1,78 @@
+/* Host-side kernel planning shared by the backends (core/kernel_plan.h). */
+#include "core/kernel_plan.h"
+
+#include <string.h>
+
+void mt_gemm_operand_init(mt_gemm_operand *o, const mt_tensor *t, const char *name) {
+    char buf[96];
+    MT_CHECK_MSG(t->ndim == 2 || t->ndim == 3, "gemm: %s must be 2-D or 3-D, got %s", name,
+                 mt_tensor_shape_str(t, buf, sizeof buf));
+    int nd = t->ndim;
+    o->batch = nd == 3 ? t->shape[0] : 1;
+    o->bstride = nd == 3 ? t->strides[0] : 0;
+    if (o->batch == 1) o->bstride = 0;
+    o->rows = t->shape[nd - 2];
+    o->cols = t->shape[nd - 1];
+    o->ld = o->rows == 1 ? (o->cols > 0 ? o->cols : 1) : t->strides[nd - 2];
+    MT_CHECK_MSG((o->cols <= 1 || t->strides[nd - 1] == 1) && o->ld >= o->cols && o->ld >= 1,
+                 "gemm: %s %s must have contiguous rows", name,
+                 mt_tensor_shape_str(t, buf, sizeof buf));
+}
+
+void mt_reduce_plan_init(mt_reduce_plan *p, const mt_tensor *out, const mt_tensor *in) {
+    memset(p, 0, sizeof *p);
+    int prev = -1;
+    for (int d = 0; d < in->ndim; d++) {
+        int64_t s = in->shape[d];
+        if (s == 1) continue;
+        int r = out->shape[d] == 1;
+        if (r) {
+            if (prev == 1) {
+                p->rs[p->nr - 1] *= s;
+                p->rst[p->nr - 1] = in->strides[d];
+            } else {
+                p->rs[p->nr] = s;
+                p->rst[p->nr++] = in->strides[d];
+            }
+        } else {
+            if (prev == 0) {
+                p->ks[p->nk - 1] *= s;
+                p->kst[p->nk - 1] = in->strides[d];
+            } else {
+                p->ks[p->nk] = s;
+                p->kst[p->nk++] = in->strides[d];
+            }
+        }
+        prev = r;
+    }
+    p->last_reduced = prev == 1;
+}
+
+void mt_conv_check_shapes(const char *op, const mt_tensor *x, const mt_tensor *w,
+                          const mt_tensor *y, const mt_conv_params *p) {
+    char bx[96], bw[96], by[96];
+    MT_CHECK_MSG(x->ndim == 5 && w->ndim == 5 && y->ndim == 5,
+                 "%s: expected 5-D tensors, got x %s, w %s, y %s", op,
+                 mt_tensor_shape_str(x, bx, sizeof bx), mt_tensor_shape_str(w, bw, sizeof bw),
+                 mt_tensor_shape_str(y, by, sizeof by));
+    MT_CHECK_MSG(mt_tensor_is_contiguous(x) && mt_tensor_is_contiguous(w) &&
+                     mt_tensor_is_contiguous(y),
+                 "%s: tensors must be contiguous", op);
+    int64_t n = x->shape[0], cin = x->shape[1], cout = y->shape[1];
+    int ok = p->groups >= 1 && cin % p->groups == 0 && cout % p->groups == 0 && y->shape[0] == n &&
+             w->shape[0] == cout && w->shape[1] == cin / p->groups;
+    for (int j = 0; j < 3; j++) {
+        int64_t span = (int64_t)p->dilation[j] * (w->shape[2 + j] - 1) + 1;
+        int64_t padded = x->shape[2 + j] + 2 * (int64_t)p->padding[j];
+        ok = ok && p->stride[j] >= 1 && p->dilation[j] >= 1 && p->padding[j] >= 0 &&
+             padded >= span && y->shape[2 + j] >= 1 &&
+             y->shape[2 + j] <= (padded - span) / p->stride[j] + 1;
+    }
+    MT_CHECK_MSG(ok,
+                 "%s: inconsistent shapes x %s, w %s, y %s for stride (%d,%d,%d) padding "
+                 "(%d,%d,%d) dilation (%d,%d,%d) groups %d",
+                 op, mt_tensor_shape_str(x, bx, sizeof bx), mt_tensor_shape_str(w, bw, sizeof bw),
+                 mt_tensor_shape_str(y, by, sizeof by), p->stride[0], p->stride[1], p->stride[2],
+                 p->padding[0], p->padding[1], p->padding[2], p->dilation[0], p->dilation[1],
+                 p->dilation[2], p->groups);
+}
