@@ -287,6 +287,8 @@ for lib in $(tr ' ' '\n' <"$link_txt" | grep -E '^/.*\.(so|a)(\.[0-9.]+)?$' || t
     case $lib in
         "$P"/*) ;;
         */libgomp.* | */libpthread.* | */libdl.* | */librt.* | */libm.* | */libc.* | "${cuda_home:-/nonexistent}"/*) ;;
+        # cuDNN / NCCL found above (the machine's CUDA install or PyTorch's wheels)
+        "${MT_CUDNN_ROOT:-/nonexistent}"/* | "${MT_NCCL_ROOT:-/nonexistent}"/*) ;;
         *)
             say "error: medtrain links $lib, which is not in $P" >&2
             bad=1
