@@ -102,6 +102,10 @@ typedef struct mt_backend {
     /* Allocator statistics of this backend's memory (core/alloc.h's struct). */
     void (*memory_stats)(struct mt_alloc_stats *out);
     void (*memory_reset_peak)(void);
+    /* Page-locked host memory for fast copies to this device (cached; NULL
+     * slots: none). Used through mt_tensor_new_pinned. */
+    void *(*host_alloc_pinned)(size_t nbytes);
+    void (*host_free_pinned)(void *p, size_t nbytes);
 
     /* ---- elementwise (core/cpu/elementwise.c) ---- */
     void (*fill)(mt_tensor *out, double value);                 /* out: any strides */

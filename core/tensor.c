@@ -34,7 +34,12 @@ static mt_storage *storage_new(size_t nbytes, mt_device dev) {
 static void storage_release(mt_storage *s) {
     if (!s) return;
     if (__atomic_sub_fetch(&s->refcount, 1, __ATOMIC_ACQ_REL) == 0) {
-        if (!s->external && s->data) mt_backend_get(s->device.type)->free(s->data, s->nbytes);
+        if (!s->external && s->data) {
+            if (s->free_fn)
+                s->free_fn(s->data, s->nbytes);
+            else
+                mt_backend_get(s->device.type)->free(s->data, s->nbytes);
+        }
         free(s);
     }
 }
@@ -65,6 +70,21 @@ static mt_tensor *tensor_header(mt_dtype dt, int ndim, const int64_t *shape) {
 mt_tensor *mt_tensor_new(mt_dtype dt, int ndim, const int64_t *shape, mt_device dev) {
     mt_tensor *t = tensor_header(dt, ndim, shape);
     t->storage = storage_new((size_t)mt_tensor_numel(t) * mt_dtype_size(dt), dev);
+    return t;
+}
+
+mt_tensor *mt_tensor_new_pinned(mt_dtype dt, int ndim, const int64_t *shape, mt_device for_dev) {
+    const mt_backend *b = mt_backend_get(for_dev.type);
+    if (!b || !b->host_alloc_pinned || !b->host_free_pinned) return mt_tensor_new(dt, ndim, shape, MT_DEVICE_CPU);
+    mt_tensor *t = tensor_header(dt, ndim, shape);
+    mt_storage *s = calloc(1, sizeof *s);
+    MT_CHECK(s);
+    s->nbytes = (size_t)mt_tensor_numel(t) * mt_dtype_size(dt);
+    s->data = s->nbytes ? b->host_alloc_pinned(s->nbytes) : NULL;
+    s->refcount = 1;
+    s->device = MT_DEVICE_CPU;
+    s->free_fn = b->host_free_pinned;
+    t->storage = s;
     return t;
 }
 
@@ -371,10 +391,19 @@ void mt_tensor_copy_(mt_tensor *dst, const mt_tensor *src) {
         mt_kernel(dd, copy)(dst, src);
         return;
     }
-    /* Cross-device: stage through contiguous buffers of the destination dtype. */
+    /* Cross-device: stage through contiguous buffers of the destination dtype
+     * (none on the destination side when dst is contiguous). */
     mt_tensor *s = mt_tensor_to_dtype(src, dst->dtype);
     mt_tensor *sc = mt_tensor_contiguous(s);
     mt_tensor_release(s);
+    if (mt_tensor_is_contiguous(dst)) {
+        if (dd.type == MT_CPU)
+            mt_kernel(sd, memcpy_host)(mt_tensor_data(dst), mt_tensor_data(sc), mt_tensor_nbytes(sc), 1);
+        else
+            mt_kernel(dd, memcpy_host)(mt_tensor_data(dst), mt_tensor_data(sc), mt_tensor_nbytes(sc), 0);
+        mt_tensor_release(sc);
+        return;
+    }
     mt_tensor *tmp = mt_tensor_new(dst->dtype, dst->ndim, dst->shape, dd);
     if (dd.type == MT_CPU)
         mt_kernel(sd, memcpy_host)(mt_tensor_data(tmp), mt_tensor_data(sc), mt_tensor_nbytes(sc), 1);

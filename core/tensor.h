@@ -42,6 +42,9 @@ typedef struct mt_storage {
     int refcount;
     mt_device device;
     int external; /* data not owned (not freed) */
+    /* NULL: freed by the device's backend; else this (page-locked host memory
+     * from another backend's host_alloc_pinned) */
+    void (*free_fn)(void *data, size_t nbytes);
 } mt_storage;
 
 struct mt_node;
@@ -76,6 +79,10 @@ mt_tensor *mt_tensor_new_like(const mt_tensor *t);
 mt_tensor *mt_tensor_zeros(mt_dtype dt, int ndim, const int64_t *shape, mt_device dev);
 mt_tensor *mt_tensor_full(mt_dtype dt, int ndim, const int64_t *shape, double value, mt_device dev);
 mt_tensor *mt_tensor_zeros_like(const mt_tensor *t);
+/* A CPU tensor in page-locked host memory of the backend of `for_dev` (fast,
+ * asynchronous-capable copies to that device: the loader's batches for a GPU
+ * run); an ordinary CPU tensor when that backend has no pinned memory. */
+mt_tensor *mt_tensor_new_pinned(mt_dtype dt, int ndim, const int64_t *shape, mt_device for_dev);
 /* Copies n elements of host data of dtype dt into a new CPU tensor. */
 mt_tensor *mt_tensor_from_data(mt_dtype dt, int ndim, const int64_t *shape, const void *data);
 /* Wraps caller-owned host memory (not freed by medtrain). */

@@ -83,6 +83,24 @@ static void lb_memory_stats(mt_alloc_stats *out) {
     pthread_mutex_unlock(&g_lock);
 }
 
+/* "Pinned" host memory: ordinary host memory (readable on the host, as
+ * page-locked memory is), counted so tests can see it used. */
+static long g_pinned_allocs = 0;
+
+static void *lb_host_alloc_pinned(size_t nbytes) {
+    void *p = malloc(nbytes ? nbytes : 1);
+    MT_CHECK(p);
+    __atomic_add_fetch(&g_pinned_allocs, 1, __ATOMIC_RELAXED);
+    return p;
+}
+
+static void lb_host_free_pinned(void *p, size_t nbytes) {
+    (void)nbytes;
+    free(p);
+}
+
+long mt_loopback_pinned_allocs(void) { return __atomic_load_n(&g_pinned_allocs, __ATOMIC_RELAXED); }
+
 static void lb_memory_reset_peak(void) {
     pthread_mutex_lock(&g_lock);
     g_peak = g_in_use;
@@ -409,6 +427,8 @@ const mt_backend mt_loopback_backend = {
     .name = "cuda-loopback",
     .alloc = lb_alloc,
     .free = lb_free,
+    .host_alloc_pinned = lb_host_alloc_pinned,
+    .host_free_pinned = lb_host_free_pinned,
     .memcpy_host = lb_memcpy_host,
     .synchronize = lb_synchronize,
     .device_count = lb_device_count,

@@ -34,6 +34,8 @@ const mt_backend *mt_loopback_register(void);
 void mt_loopback_unregister(const mt_backend *previous);
 /* Number of loopback kernel calls so far (slots other than memory ones). */
 long mt_loopback_kernel_calls(void);
+/* Host blocks handed out through host_alloc_pinned (mt_tensor_new_pinned). */
+long mt_loopback_pinned_allocs(void);
 
 #ifdef __cplusplus
 }

@@ -225,6 +225,25 @@ static void expect_child_dies(int which, const char *what) {
     CHECK_MSG(!(WIFEXITED(st) && WEXITSTATUS(st) == 0), "%s: the child was not stopped (status %d)", what, st);
 }
 
+/* Pinned host memory of the device's backend: a host-readable CPU tensor
+ * released through the backend's host_free_pinned, and its copy to the
+ * device equals the data. */
+static void test_pinned(void) {
+    long n0 = mt_loopback_pinned_allocs();
+    mt_tensor *h = mt_tensor_new_pinned(MT_F32, MT_SHAPE(2, 3, 5), CUDA0);
+    CHECK(mt_loopback_pinned_allocs() == n0 + 1);
+    CHECK(h->storage->device.type == MT_CPU && h->storage->free_fn != NULL);
+    for (int64_t i = 0; i < 30; i++) mt_tensor_set_flat(h, i, (double)i * 0.5);
+    mt_tensor *d = mt_tensor_to_device(h, CUDA0);
+    mt_tensor *back = mt_tensor_to_device(d, MT_DEVICE_CPU);
+    int ok = 1;
+    for (int64_t i = 0; i < 30; i++) ok &= mt_tensor_get_flat(back, i) == (double)i * 0.5;
+    CHECK_MSG(ok, "pinned -> device -> host round trip");
+    mt_tensor_release(h);
+    mt_tensor_release(d);
+    mt_tensor_release(back);
+}
+
 static void test_loopback_checks(void) {
     expect_child_dies(0, "host tensor given to a device kernel");
     expect_child_dies(1, "host read of device memory");
@@ -520,6 +539,7 @@ int main(int argc, char **argv) {
     const mt_backend *prev = mt_loopback_register();
     test_parse_and_select();
     test_loopback_checks();
+    test_pinned();
     test_training();
     test_bf16();
     mt_loopback_unregister(prev);

@@ -117,8 +117,19 @@ static void test_rng(void) {
     mt_tensor_release(b);
 }
 
+/* mt_tensor_new_pinned on a device without pinned memory (the CPU): an
+ * ordinary, usable CPU tensor, freed through the normal path. */
+static void test_pinned_fallback(void) {
+    mt_tensor *t = mt_tensor_new_pinned(MT_F32, MT_SHAPE(3, 4), MT_DEVICE_CPU);
+    CHECK(t && t->storage->device.type == MT_CPU && t->storage->free_fn == NULL);
+    mt_tensor_fill_(t, 2.5);
+    CHECK(mt_tensor_get_flat(t, 11) == 2.5);
+    mt_tensor_release(t);
+}
+
 int main(void) {
     test_views();
+    test_pinned_fallback();
     test_dtypes();
     test_alloc();
     test_rng();

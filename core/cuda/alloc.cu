@@ -10,7 +10,10 @@
  *
  * On cudaMalloc failure the cache is emptied (after synchronizing) and the
  * request retried; if it still fails, the process aborts with the request,
- * the allocator's statistics and the device's free/total memory. */
+ * the allocator's statistics and the device's free/total memory.
+ *
+ * A second cache of the same kind holds page-locked host memory
+ * (cudaHostAlloc) for mt_tensor_new_pinned (core/tensor.h). */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,10 +28,18 @@ typedef struct free_block {
     struct free_block *next;
 } free_block;
 
-static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
-static free_block *g_free[MAX_CLASSES];
-static mt_alloc_stats g_stats;
-static free_block *g_spare; /* recycled list nodes */
+/* One cache: device memory (cudaMalloc) or page-locked host memory
+ * (cudaHostAlloc, for the loader's batches: mt_tensor_new_pinned). */
+typedef struct {
+    int pinned;
+    pthread_mutex_t mu;
+    free_block *free_list[MAX_CLASSES];
+    mt_alloc_stats stats;
+    free_block *spare; /* recycled list nodes */
+} cache;
+
+static cache g_dev = {0, PTHREAD_MUTEX_INITIALIZER, {0}, {0, 0, 0, 0}, NULL};
+static cache g_host = {1, PTHREAD_MUTEX_INITIALIZER, {0}, {0, 0, 0, 0}, NULL};
 
 /* Class index and size of a request. */
 static int size_class(size_t n, size_t *class_size) {
@@ -47,95 +58,117 @@ static int size_class(size_t n, size_t *class_size) {
     return idx < MAX_CLASSES ? idx : MAX_CLASSES - 1;
 }
 
-static void release_cache_locked(void) {
-    for (int c = 0; c < MAX_CLASSES; c++) {
-        while (g_free[c]) {
-            free_block *b = g_free[c];
-            g_free[c] = b->next;
-            MT_CUDA_CHECK(cudaFree(b->p));
-            b->next = g_spare;
-            g_spare = b;
+static void release_cache_locked(cache *c) {
+    for (int k = 0; k < MAX_CLASSES; k++) {
+        while (c->free_list[k]) {
+            free_block *b = c->free_list[k];
+            c->free_list[k] = b->next;
+            if (c->pinned)
+                MT_CUDA_CHECK(cudaFreeHost(b->p));
+            else
+                MT_CUDA_CHECK(cudaFree(b->p));
+            b->next = c->spare;
+            c->spare = b;
         }
     }
-    g_stats.cached = 0;
+    c->stats.cached = 0;
 }
 
-extern "C" void *mt_cuda_alloc(size_t nbytes) {
+static cudaError_t sys_alloc(const cache *c, void **p, size_t sz) {
+    return c->pinned ? cudaHostAlloc(p, sz, cudaHostAllocDefault) : cudaMalloc(p, sz);
+}
+
+static void *cache_alloc(cache *c, size_t nbytes) {
     size_t sz;
-    int c = size_class(nbytes, &sz);
+    int k = size_class(nbytes, &sz);
     cudaStream_t s = mt_cuda_stream(); /* makes the device current */
-    pthread_mutex_lock(&g_mu);
+    pthread_mutex_lock(&c->mu);
     void *p = NULL;
-    if (g_free[c]) {
-        free_block *b = g_free[c];
-        g_free[c] = b->next;
+    if (c->free_list[k]) {
+        free_block *b = c->free_list[k];
+        c->free_list[k] = b->next;
         p = b->p;
-        b->next = g_spare;
-        g_spare = b;
-        g_stats.cached -= (int64_t)sz;
+        b->next = c->spare;
+        c->spare = b;
+        c->stats.cached -= (int64_t)sz;
     } else {
-        cudaError_t e = cudaMalloc(&p, sz);
+        cudaError_t e = sys_alloc(c, &p, sz);
         if (e == cudaErrorMemoryAllocation) {
             (void)cudaGetLastError();
             MT_CUDA_CHECK(cudaStreamSynchronize(s));
-            release_cache_locked();
-            e = cudaMalloc(&p, sz);
+            release_cache_locked(c);
+            e = sys_alloc(c, &p, sz);
         }
         if (e != cudaSuccess) {
             size_t fr = 0, tot = 0;
             (void)cudaGetLastError();
-            (void)cudaMemGetInfo(&fr, &tot);
-            pthread_mutex_unlock(&g_mu);
+            if (!c->pinned) (void)cudaMemGetInfo(&fr, &tot);
+            pthread_mutex_unlock(&c->mu);
+            if (c->pinned)
+                mt_fatal(__FILE__, __LINE__,
+                         "out of page-locked host memory: could not allocate %.1f MiB (%.1f MiB in use): %s",
+                         sz / 1048576.0, c->stats.in_use / 1048576.0, cudaGetErrorString(e));
             mt_fatal(__FILE__, __LINE__,
                      "CUDA out of memory: could not allocate %.1f MiB (in use by medtrain %.1f MiB, "
                      "peak %.1f MiB; device free %.1f of %.1f MiB): %s. Reduce train.batch_size or "
                      "data.patch_size, or use train.precision: bf16-mixed",
-                     sz / 1048576.0, g_stats.in_use / 1048576.0, g_stats.peak_in_use / 1048576.0,
+                     sz / 1048576.0, c->stats.in_use / 1048576.0, c->stats.peak_in_use / 1048576.0,
                      fr / 1048576.0, tot / 1048576.0, cudaGetErrorString(e));
         }
-        g_stats.sys_allocs++;
+        c->stats.sys_allocs++;
     }
-    g_stats.in_use += (int64_t)sz;
-    if (g_stats.in_use > g_stats.peak_in_use) g_stats.peak_in_use = g_stats.in_use;
-    pthread_mutex_unlock(&g_mu);
+    c->stats.in_use += (int64_t)sz;
+    if (c->stats.in_use > c->stats.peak_in_use) c->stats.peak_in_use = c->stats.in_use;
+    pthread_mutex_unlock(&c->mu);
     return p;
 }
 
-extern "C" void mt_cuda_free(void *p, size_t nbytes) {
+static void cache_free(cache *c, void *p, size_t nbytes) {
     if (!p) return;
     size_t sz;
-    int c = size_class(nbytes, &sz);
-    pthread_mutex_lock(&g_mu);
-    free_block *b = g_spare;
+    int k = size_class(nbytes, &sz);
+    pthread_mutex_lock(&c->mu);
+    free_block *b = c->spare;
     if (b)
-        g_spare = b->next;
+        c->spare = b->next;
     else
         b = (free_block *)malloc(sizeof *b);
     MT_CHECK(b);
     b->p = p;
-    b->next = g_free[c];
-    g_free[c] = b;
-    g_stats.in_use -= (int64_t)sz;
-    g_stats.cached += (int64_t)sz;
-    pthread_mutex_unlock(&g_mu);
+    b->next = c->free_list[k];
+    c->free_list[k] = b;
+    c->stats.in_use -= (int64_t)sz;
+    c->stats.cached += (int64_t)sz;
+    pthread_mutex_unlock(&c->mu);
 }
 
+extern "C" void *mt_cuda_alloc(size_t nbytes) { return cache_alloc(&g_dev, nbytes); }
+extern "C" void mt_cuda_free(void *p, size_t nbytes) { cache_free(&g_dev, p, nbytes); }
+
+/* A pinned block freed by the host may still be the source of a copy queued
+ * on the compute stream; the backend's copies from host memory complete
+ * before they return (memcpy_host synchronises), so reuse is safe. */
+extern "C" void *mt_cuda_host_alloc_pinned(size_t nbytes) { return cache_alloc(&g_host, nbytes); }
+extern "C" void mt_cuda_host_free_pinned(void *p, size_t nbytes) { cache_free(&g_host, p, nbytes); }
+
 extern "C" void mt_cuda_alloc_stats(mt_alloc_stats *out) {
-    pthread_mutex_lock(&g_mu);
-    *out = g_stats;
-    pthread_mutex_unlock(&g_mu);
+    pthread_mutex_lock(&g_dev.mu);
+    *out = g_dev.stats;
+    pthread_mutex_unlock(&g_dev.mu);
 }
 
 extern "C" void mt_cuda_alloc_reset_peak(void) {
-    pthread_mutex_lock(&g_mu);
-    g_stats.peak_in_use = g_stats.in_use;
-    pthread_mutex_unlock(&g_mu);
+    pthread_mutex_lock(&g_dev.mu);
+    g_dev.stats.peak_in_use = g_dev.stats.in_use;
+    pthread_mutex_unlock(&g_dev.mu);
 }
 
 extern "C" void mt_cuda_alloc_empty_cache(void) {
     if (mt_cuda_device_count() == 0) return;
     MT_CUDA_CHECK(cudaStreamSynchronize(mt_cuda_stream()));
-    pthread_mutex_lock(&g_mu);
-    release_cache_locked();
-    pthread_mutex_unlock(&g_mu);
+    for (cache *c : {&g_dev, &g_host}) {
+        pthread_mutex_lock(&c->mu);
+        release_cache_locked(c);
+        pthread_mutex_unlock(&c->mu);
+    }
 }

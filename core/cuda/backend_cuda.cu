@@ -200,6 +200,8 @@ static mt_backend make_table(void) {
     b.set_device = mt_cuda_set_device;
     b.memory_stats = mt_cuda_alloc_stats;
     b.memory_reset_peak = mt_cuda_alloc_reset_peak;
+    b.host_alloc_pinned = mt_cuda_host_alloc_pinned;
+    b.host_free_pinned = mt_cuda_host_free_pinned;
     b.fill = mt_cuda_fill;
     b.copy = mt_cuda_copy;
     b.binary = mt_cuda_binary;

@@ -71,6 +71,9 @@ void mt_cuda_free(void *p, size_t nbytes);
 void mt_cuda_alloc_stats(mt_alloc_stats *out);
 void mt_cuda_alloc_reset_peak(void);
 void mt_cuda_alloc_empty_cache(void);
+/* Page-locked host memory, cached the same way (the table's host_alloc_pinned). */
+void *mt_cuda_host_alloc_pinned(size_t nbytes);
+void mt_cuda_host_free_pinned(void *p, size_t nbytes);
 
 /* Device count, or 0 with the reason in mt_cuda_device_error(). */
 int mt_cuda_device_count(void);
