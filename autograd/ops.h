@@ -106,6 +106,49 @@ mt_tensor *mt_instance_norm(const mt_tensor *x, const mt_tensor *weight, const m
 mt_tensor *mt_layer_norm(const mt_tensor *x, int normalized_ndim, const mt_tensor *weight,
                          const mt_tensor *bias, float eps);
 
+/* ---- collectives (autograd/collective.c) ----
+ * autograd/ must not depend on launch/ (where MPI lives), so a sum over the
+ * data-parallel ranks goes through one process-wide hook that launch/
+ * installs (launch/train.c: mt_dist_allreduce_f64 on the process
+ * communicator, only when there are several ranks). The hook sums buf[n] in
+ * place over all ranks and returns MT_OK, or an error (message set with
+ * mt_error_set). Every rank must make the same sequence of calls (it is a
+ * collective). Calls come from the training thread only. */
+typedef mt_status (*mt_allreduce_hook)(double *buf, int64_t n, void *ctx);
+/* Installs fn (NULL: none, the default), replacing any previous hook. */
+void mt_set_allreduce_hook(mt_allreduce_hook fn, void *ctx);
+/* Whether a hook is installed. */
+int mt_allreduce_hook_installed(void);
+/* Sum of x (any shape, float dtype, any device) over all ranks, same shape,
+ * dtype and device: x is copied to the host as f64, reduced by the hook,
+ * rounded once to x's dtype and copied back. Differentiable: the gradient of
+ * the input is the all-reduce (sum) of the output's gradient, so a loss that
+ * is summed over ranks gets exact gradients (PyTorch's
+ * torch.distributed.nn.all_reduce). With no hook: the identity (a new
+ * reference to x). A failing hook cannot be returned through an op: it
+ * aborts the process (MT_CHECK_MSG with the hook's message); launch/'s hook
+ * ends the whole job itself (mt_dist_abort) before returning an error. */
+mt_tensor *mt_all_reduce_sum(const mt_tensor *x);
+
+/* Batch norm whose training statistics are computed over the samples of all
+ * ranks (PyTorch SyncBatchNorm): with a hook installed and batch statistics
+ * in use (training, or no running stats), per-channel sums of (x - c) and
+ * (x - c)^2 and the local count go through ONE mt_all_reduce_sum, giving the
+ * global mean and biased variance used to normalise; the running stats are
+ * updated (no grad) with momentum and the unbiased variance of the global
+ * count. Gradients are exact for the global batch (the all-reduce's backward
+ * sums the per-channel gradient terms of all ranks). Statistics and the
+ * affine transform are computed in f32 (x cast if bf16), the output has x's
+ * dtype. The shift c is running_mean (identical on every rank: DDP
+ * broadcasts buffers) or 0 without running stats; it keeps E[(x-c)^2] -
+ * E[x-c]^2 accurate in f32 when |mean| >> std once the running mean has
+ * approached the data's mean. Otherwise (eval with running stats, or no hook
+ * installed, e.g. one rank) it is exactly mt_batch_norm, as PyTorch's
+ * SyncBatchNorm falls back to batch_norm. */
+mt_tensor *mt_sync_batch_norm(const mt_tensor *x, const mt_tensor *weight, const mt_tensor *bias,
+                              mt_tensor *running_mean, mt_tensor *running_var, int training,
+                              float momentum, float eps);
+
 /* ---- pooling and resampling (autograd/pool.c) ---- x (N, C, D, H, W) */
 mt_tensor *mt_max_pool3d(const mt_tensor *x, const mt_pool_params *p);
 mt_tensor *mt_avg_pool3d(const mt_tensor *x, const mt_pool_params *p);

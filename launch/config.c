@@ -44,6 +44,10 @@ static const mt_cfg_schema_entry g_schema[] = {
        "ranks, cuda gives each rank the GPU of its node-local rank (see distributed.allow_gpu_sharing). "
        "cuda without a usable GPU is an error."),
     I_("run.log_every", "10", 1, BIG, "Print and record the training loss every N steps."),
+    B_("run.tensorboard", "true",
+       "Also write the logged scalars (train/*, val/*) as TensorBoard events to "
+       "<run>/events.out.tfevents.<time>.<host> (rank 0; a resumed run adds a file); view with "
+       "`tensorboard --logdir runs/`."),
     /* --- data --- */
     E_("data.source", "phantom", "phantom|hdf5",
        "Training data: phantom = synthetic 3D shapes generated in memory; hdf5 = a store written by "
@@ -100,6 +104,10 @@ static const mt_cfg_schema_entry g_schema[] = {
     IL_("model.features", "[8, 16, 32]", 1, 4096, 2, 8,
         "Channels per U-Net level, top to bottom; the number of entries is the number of levels."),
     E_("model.norm", "instance", "batch|instance|group", "Normalisation after each convolution."),
+    B_("model.sync_batchnorm", "false",
+       "Batch statistics over the samples of all ranks in training (PyTorch SyncBatchNorm; one small all-reduce "
+       "per batch norm per forward and backward). Only with model.norm batch and several ranks (mpirun); with one "
+       "rank it is plain batch norm."),
     I_("model.groups", "4", 1, 4096, "Groups of group normalisation (must divide every model.features entry)."),
     E_("model.activation", "leaky_relu", "relu|leaky_relu", "Activation after each normalisation."),
     F_("model.negative_slope", "0.01", 0, 1, 0, "Slope of leaky_relu for negative inputs."),
@@ -1053,6 +1061,9 @@ mt_status mt_config_check(const mt_config *cfg) {
             return mt_config_error(cfg, "data.hdf5.path", "must be set when data.source is hdf5");
 
     }
+    if (mt_config_get_bool(cfg, "model.sync_batchnorm") && strcmp(mt_config_get_string(cfg, "model.norm"), "batch"))
+        return mt_config_error(cfg, "model.sync_batchnorm", "true needs model.norm batch (model.norm is %s)",
+                               mt_config_get_string(cfg, "model.norm"));
     if (!strcmp(mt_config_get_string(cfg, "model.norm"), "group")) {
         int64_t g = mt_config_get_int(cfg, "model.groups");
         for (int i = 0; i < nf; i++)

@@ -28,12 +28,16 @@
  * every rank trains on its own batches (loader rank = world rank), gradients
  * are averaged over ranks in buckets during backward (mt_ddp_finish before
  * the optimizer step), so all ranks hold the same weights. Only rank 0 opens
- * the run directory, logs, writes metrics, checkpoints and weights. The
+ * the run directory, logs, writes metrics (and TensorBoard events),
+ * checkpoints and weights. The
  * logged loss is the mean over ranks. Validation cases are split across ranks
  * (case k on rank k % world) and the Dice sums all-reduced, so early stopping
  * sees the same values on every rank; the time limit flag is all-reduced
  * (max): all ranks stop at the same step. An error on one rank is printed
  * with its rank by the CLI, which aborts the job (MPI_Abort).
+ * model.sync_batchnorm: the BatchNorm3d modules compute their training
+ * statistics over all ranks (mt_sync_batch_norm) through the all-reduce hook
+ * of autograd/ops.h, installed here for the run (several ranks only).
  */
 #include "launch/train.h"
 
@@ -61,6 +65,7 @@
 #include "launch/dist.h"
 #include "launch/fsutil.h"
 #include "launch/prepare.h"
+#include "launch/tbevents.h"
 #include "layers/models/unet3d.h"
 #include "losses/losses.h"
 #include "optim/optim.h"
@@ -535,12 +540,32 @@ typedef struct {
     mt_tensor *pos_weight;
     mt_rundir rd;
     int rd_open;
+    mt_tb_writer *tb; /* run.tensorboard: the events file (rank 0), NULL after a failed write */
     mt_ddp *ddp;   /* under mpirun: bucketed gradient all-reduce */
     mt_nccl *nccl; /* its NCCL communicator (GPU ranks), or NULL */
     mt_dtype autocast; /* MT_BF16 for train.precision bf16-mixed, else MT_F32 (off) */
+    int sync_bn_hook;  /* model.sync_batchnorm installed the all-reduce hook */
 } trainer;
 
+/* model.sync_batchnorm: the all-reduce of mt_all_reduce_sum (autograd/ops.h)
+ * on the process communicator. A failed collective cannot be returned through
+ * an op in the middle of a forward or backward, and the peers are inside the
+ * same collective: the whole job ends here (mt_dist_abort: MPI_Abort, printing
+ * the rank and the failure) instead of one rank aborting alone. */
+static mt_status sync_bn_allreduce(double *buf, int64_t n, void *ctx) {
+    mt_dist *D = ctx;
+    if (mt_dist_allreduce_f64(D, buf, n, MT_DIST_SUM) != MT_OK) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "model.sync_batchnorm: batch-norm statistics all-reduce failed: %s",
+                 mt_error_msg());
+        mt_dist_abort(D, 1, msg);
+    }
+    return MT_OK;
+}
+
 static void trainer_free(trainer *t) {
+    /* the hook is process-wide: a later run in this process starts without it */
+    if (t->sync_bn_hook) mt_set_allreduce_hook(NULL, NULL);
     mt_loader_free(t->loader); /* stops the workers before the cases go */
     mt_sampler_free(&t->sampler);
     dataset_free(&t->data);
@@ -549,11 +574,30 @@ static void trainer_free(trainer *t) {
     mt_tensor_release(t->pos_weight);
     mt_ddp_free(t->ddp);
     mt_nccl_free(t->nccl);
+    mt_tb_close(t->tb);
     if (t->rd_open) mt_rundir_close(&t->rd);
 }
 
 /* Loss of one batch, with deep supervision (weights 1, 1/2, 1/4, ...
  * normalised to sum 1, as nnU-Net) when enabled. */
+/* run.tensorboard: the scalars of metrics.jsonl also go to the events file
+ * (launch/tbevents.h), flushed at every log step and validation so a crashed
+ * run keeps its curves. A failed write is logged once and ends the events
+ * file; training goes on (metrics.jsonl holds the same numbers). */
+static void tb_failed(trainer *t) {
+    mt_rundir_log(&t->rd, "warning: %s; no more TensorBoard events in this run\n", mt_error_msg());
+    mt_tb_close(t->tb);
+    t->tb = NULL;
+}
+
+static void tb_scalar(trainer *t, const char *tag, int64_t step, double v) {
+    if (t->tb && mt_tb_scalar(t->tb, tag, step, v) != MT_OK) tb_failed(t);
+}
+
+static void tb_flush(trainer *t) {
+    if (t->tb && mt_tb_flush(t->tb) != MT_OK) tb_failed(t);
+}
+
 static mt_status batch_loss(mt_tensor **loss, trainer *t, const mt_tensor *x, const mt_tensor *y) {
     mt_tensor *ds[MT_UNET3D_MAX_LEVELS];
     int n_ds = 0;
@@ -664,6 +708,13 @@ static mt_status select_device(const mt_config *cfg, const mt_dist *D, mt_device
                  D->local_world > n_gpus ? " (shared: distributed.allow_gpu_sharing)" : "");
     }
     if (mt_kernel(*dev, set_device)(dev->index) != 0) return config_error_from_last(cfg, "run.device");
+    return MT_OK;
+}
+
+/* Loader batch allocation (data/loader.h) for a run on a GPU: page-locked
+ * host memory of that device's backend. ctx: the mt_device. */
+static mt_status pinned_batch_alloc(mt_tensor **out, mt_dtype dtype, int ndim, const int64_t *shape, void *ctx) {
+    *out = mt_tensor_new_pinned(dtype, ndim, shape, *(const mt_device *)ctx);
     return MT_OK;
 }
 
@@ -831,6 +882,15 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
         if ((s = mt_nccl_init(&T.nccl, D, mt_config_get_float(cfg, "distributed.timeout_s"))) != MT_OK) goto out;
         if ((s = mt_ddp_use_nccl(T.ddp, T.nccl)) != MT_OK) goto out;
     }
+    /* SyncBatchNorm: flag every BatchNorm3d; the statistics all-reduce goes
+     * through the autograd hook (host f64 buffers over MPI, also for GPU
+     * ranks), installed only with several ranks: with one it is plain batch norm */
+    int sync_bn = mt_config_get_bool(cfg, "model.sync_batchnorm");
+    int n_sync_bn = sync_bn ? mt_module_convert_sync_batchnorm(T.model, 1) : 0;
+    if (sync_bn && D->use_mpi && world > 1) {
+        mt_set_allreduce_hook(sync_bn_allreduce, D);
+        T.sync_bn_hook = 1;
+    }
 
     /* ---- loader: batch k depends only on (seed, rank, k), so a resumed run
      * continues with the batches an uninterrupted one would have seen ---- */
@@ -839,6 +899,11 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
     lcfg.num_workers = (int)mt_config_get_int(cfg, "data.num_workers");
     lcfg.queue_capacity = (int)mt_config_get_int(cfg, "data.queue");
     if (g_shard_global_batch) lcfg.shard_world = world;
+    /* batches for a GPU in page-locked host memory (faster copies) */
+    if (dev.type != MT_CPU) {
+        lcfg.alloc = pinned_batch_alloc;
+        lcfg.alloc_ctx = &dev;
+    }
     if ((s = mt_loader_init(&T.loader, &lcfg, &T.sampler, &aug, seed, rank, ts.step)) != MT_OK) goto out;
 
     /* ---- run directory (only now: nothing is written for a bad config);
@@ -846,6 +911,8 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
     if (is0) {
         if ((s = mt_rundir_open(&T.rd, cfg, resume_path)) != MT_OK) goto out;
         T.rd_open = 1;
+        /* a resumed run adds a new events file; TensorBoard merges the files of a directory */
+        if (mt_config_get_bool(cfg, "run.tensorboard") && (s = mt_tb_open(&T.tb, T.rd.path)) != MT_OK) goto out;
     }
 
     int64_t steps = mt_config_get_int(cfg, "train.steps");
@@ -875,6 +942,11 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
              T.nccl ? mt_nccl_version() : " (host buffers)", mt_ddp_num_buckets(T.ddp), mt_config_get_float(cfg, "distributed.bucket_mb"),
              mt_config_get_float(cfg, "distributed.first_bucket_mb"),
              g_shard_global_batch ? "; test mode: ranks share rank 0's global batch" : "");
+    if (sync_bn)
+        RLOG("sync batch norm: %d BatchNorm3d module(s) %s\n", n_sync_bn,
+             T.sync_bn_hook ? "compute training statistics over all ranks (one MPI all-reduce each per forward "
+                              "and per backward)"
+                            : "flagged, but one rank: plain batch norm");
     RLOG("data: %s\n", T.data.desc);
     RLOG("model: UNet3D %d levels, %lld parameters, %.2f GFLOP per training step\n", mc.n_levels,
          (long long)mt_module_num_params(T.model), 3.0 * mt_unet3d_flops(&mc, batch, patch) * 1e-9);
@@ -984,6 +1056,11 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
             mt_json_obj_end(&o);
             if (is0) mt_rundir_metrics(&T.rd, &o);
             mt_json_obj_free(&o);
+            tb_scalar(&T, "train/loss", ts.step, loss_acc / loss_n);
+            tb_scalar(&T, "train/lr", ts.step, lr);
+            tb_scalar(&T, "train/samples_per_s", ts.step, sps);
+            tb_scalar(&T, "train/peak_mem_mib", ts.step, peak_mib);
+            tb_flush(&T);
             loss_acc = 0;
             loss_n = 0;
             t_last = now_s();
@@ -1028,6 +1105,18 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
             mt_json_obj_end(&o);
             if (is0) mt_rundir_metrics(&T.rd, &o);
             mt_json_obj_free(&o);
+            if (T.tb) { /* val_dice_<class> -> val/dice_<class>; val/best_<monitor>: best so far */
+                char tag[256];
+                for (int c = 1; c < num_classes; c++) {
+                    snprintf(tag, sizeof tag, "val/%s", T.data.metric_names[c] + 4);
+                    tb_scalar(&T, tag, ts.step, dice[c]);
+                }
+                tb_scalar(&T, "val/dice_mean", ts.step, mean);
+                snprintf(tag, sizeof tag, "val/best_%s",
+                         strncmp(monitor_name, "val_", 4) ? monitor_name : monitor_name + 4);
+                tb_scalar(&T, tag, ts.step, ts.best);
+                tb_flush(&T);
+            }
             RLOG("validation at step %lld (%d cases): Dice%s  mean %.4f  (%s best %.4f at step %lld%s)\n",
                  (long long)ts.step, n_eval, line, mean, monitor_name, ts.best, (long long)ts.best_step,
                  better ? ", new best" : "");

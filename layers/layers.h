@@ -51,6 +51,16 @@ const mt_conv3d_opts *mt_conv3d_get_opts(const mt_module *conv);
  * updated with momentum (unbiased variance), counter incremented; eval:
  * running statistics. */
 mt_module *mt_batch_norm3d_new(int num_features, float eps, float momentum);
+/* SyncBatchNorm (torch.nn.SyncBatchNorm.convert_sync_batchnorm): sets (on = 1)
+ * or clears the sync flag of every BatchNorm3d in the tree m; returns how many
+ * there are. With the flag, a training forward uses mt_sync_batch_norm
+ * (autograd/ops.h): statistics over the samples of all ranks through the
+ * process-wide all-reduce hook; eval, or no hook (one rank), is plain batch
+ * norm. Names, parameters and buffers are unchanged (weight files are the
+ * same). */
+int mt_module_convert_sync_batchnorm(mt_module *m, int on);
+/* Whether m is a BatchNorm3d with the sync flag set. */
+int mt_batch_norm3d_is_sync(const mt_module *m);
 /* InstanceNorm3d without running stats; affine adds weight, bias (C).
  * Same in train and eval (track_running_stats=False). */
 mt_module *mt_instance_norm3d_new(int num_features, float eps, int affine);

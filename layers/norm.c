@@ -9,6 +9,7 @@ typedef struct {
     int groups;       /* group norm */
     float eps, momentum;
     int ndim;         /* layer norm: normalised dims */
+    int sync;         /* batch norm: statistics over all ranks (mt_sync_batch_norm) */
     int64_t shape[MT_MAX_DIMS];
 } norm_impl;
 
@@ -58,10 +59,12 @@ static mt_tensor *batch_norm_forward(mt_module *m, const mt_tensor *x) {
     check_channels(m, x, n->num_features);
     MT_CHECK_MSG(x->ndim == 5, "BatchNorm3d: expected a 5-D input (N, C, D, H, W), got %d dims",
                  x->ndim);
-    mt_tensor *y = mt_batch_norm(x, mt_module_param(m, "weight"), mt_module_param(m, "bias"),
-                                 mt_module_buffer(m, "running_mean"),
-                                 mt_module_buffer(m, "running_var"), m->training, n->momentum,
-                                 n->eps);
+    /* sync: batch statistics over all ranks in training (one all-reduce per
+     * forward); eval, or no all-reduce hook installed: plain batch norm */
+    mt_tensor *y = (n->sync ? mt_sync_batch_norm : mt_batch_norm)(
+        x, mt_module_param(m, "weight"), mt_module_param(m, "bias"),
+        mt_module_buffer(m, "running_mean"), mt_module_buffer(m, "running_var"), m->training,
+        n->momentum, n->eps);
     if (m->training) increment_counter(mt_module_buffer(m, "num_batches_tracked"));
     return y;
 }
@@ -84,6 +87,21 @@ mt_module *mt_batch_norm3d_new(int num_features, float eps, float momentum) {
     mt_tensor_release(rv);
     mt_tensor_release(nbt);
     return m;
+}
+
+int mt_module_convert_sync_batchnorm(mt_module *m, int on) {
+    int count = 0;
+    if (m->forward == batch_norm_forward) {
+        ((norm_impl *)m->impl)->sync = on != 0;
+        count++;
+    }
+    for (int k = 0; k < m->n_children; k++)
+        count += mt_module_convert_sync_batchnorm(m->children[k].module, on);
+    return count;
+}
+
+int mt_batch_norm3d_is_sync(const mt_module *m) {
+    return m->forward == batch_norm_forward && ((const norm_impl *)m->impl)->sync;
 }
 
 /* ------------------------------------------------------- InstanceNorm3d */

@@ -3,7 +3,11 @@
  * reproduces the losses of an uninterrupted run bit for bit; a corrupt or
  * mismatched checkpoint and a bad config fail with a message naming the
  * culprit, without crashing (this test also runs under AddressSanitizer in
- * scripts/test.sh) and without leaving a run directory behind. */
+ * scripts/test.sh) and without leaving a run directory behind. TensorBoard
+ * events (run.tensorboard): the first run writes one events file with the
+ * losses of metrics.jsonl; the resumed run adds a second one whose steps
+ * continue (4..6); run.tensorboard=false writes none. */
+#include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -24,6 +28,91 @@ static mt_config *make_cfg(const char *yaml, int nsets, const char *const *sets)
     return cfg;
 }
 
+/* The run directory's events files, sorted by name (TensorBoard's order). */
+static int events_files(const char *run, char names[][512], int max) {
+    int n = 0;
+    DIR *dp = opendir(run);
+    if (!dp) return 0;
+    struct dirent *de;
+    while ((de = readdir(dp)))
+        if (!strncmp(de->d_name, "events.out.tfevents.", 20) && n < max) snprintf(names[n++], 512, "%s/%s", run, de->d_name);
+    closedir(dp);
+    if (n == 2 && strcmp(names[0], names[1]) > 0) {
+        char t[512];
+        memcpy(t, names[0], 512);
+        memcpy(names[0], names[1], 512);
+        memcpy(names[1], t, 512);
+    }
+    return n;
+}
+
+static uint64_t pb_varint(const uint8_t **p, const uint8_t *end) {
+    uint64_t v = 0;
+    for (int s = 0; *p < end && s < 64; s += 7) {
+        uint8_t c = *(*p)++;
+        v |= (uint64_t)(c & 0x7f) << s;
+        if (!(c & 0x80)) break;
+    }
+    return v;
+}
+
+/* Steps and values of the scalars tagged `tag` in an events file (TFRecord
+ * records of tensorflow.Event; CRCs are checked in tests/test_tbevents.c).
+ * Returns how many, -1 if the framing is broken. */
+static int tb_scalars(const char *path, const char *tag, int64_t *steps, float *vals, int max) {
+    char *d = NULL;
+    size_t len = 0;
+    if (mt_fs_read_file(path, &d, &len) != MT_OK) return -1;
+    int n = 0;
+    size_t at = 0;
+    while (at + 12 <= len) {
+        uint64_t rl = 0;
+        for (int i = 7; i >= 0; i--) rl = rl << 8 | (uint8_t)d[at + i];
+        if (rl > len - at - 12 || len - at - 12 - rl < 4) break;
+        const uint8_t *p = (const uint8_t *)d + at + 12, *end = p + rl;
+        at += 12 + rl + 4;
+        int64_t step = 0;
+        int match = 0;
+        float v = 0;
+        while (p < end) { /* Event: 1 wall_time, 2 step, 5 summary {1 value {1 tag, 2 simple_value}} */
+            uint64_t key = pb_varint(&p, end);
+            if ((key & 7) == 1) p += 8;
+            else if ((key & 7) == 0) {
+                uint64_t x = pb_varint(&p, end);
+                if (key >> 3 == 2) step = (int64_t)x;
+            } else if ((key & 7) == 2) {
+                uint64_t l = pb_varint(&p, end);
+                if (key >> 3 == 5) { /* summary -> value -> fields */
+                    const uint8_t *q = p, *qe = p + l;
+                    if (q < qe && *q++ == 0x0a) {
+                        uint64_t vl = pb_varint(&q, qe);
+                        const uint8_t *ve = q + vl;
+                        while (q < ve) {
+                            uint64_t k2 = pb_varint(&q, ve);
+                            if (k2 == 0x0a) {
+                                uint64_t tl = pb_varint(&q, ve);
+                                match = tl == strlen(tag) && !memcmp(q, tag, tl);
+                                q += tl;
+                            } else if (k2 == 0x15) {
+                                memcpy(&v, q, 4); /* little-endian host */
+                                q += 4;
+                            } else break;
+                        }
+                    }
+                }
+                p += l;
+            } else break;
+        }
+        if (match && n < max) {
+            steps[n] = step;
+            vals[n++] = v;
+        }
+    }
+    int ok = at == len;
+    free(d);
+    return ok ? n : -1;
+}
+
 static const char *TINY =
     "run: {name: tiny, threads: 2, log_every: 1}\n"
     "data:\n"
@@ -40,11 +129,14 @@ static void test_resume_dropout(void) {
     char dir[300], sets0[400];
     snprintf(dir, sizeof dir, "%s/resume_drop", g_tmp);
     snprintf(sets0, sizeof sets0, "run.dir=%s", dir);
-    const char *sets[] = {sets0, "model.dropout=0.3"};
-    mt_config *cfg = make_cfg(TINY, 2, sets);
+    const char *sets[] = {sets0, "model.dropout=0.3", "run.tensorboard=false"};
+    mt_config *cfg = make_cfg(TINY, 3, sets);
     if (!cfg) return;
     mt_status s = mt_train_run(cfg, NULL);
     CHECK_MSG(s == MT_OK, "uninterrupted run with dropout: %s", mt_error_msg());
+    char run[400], ev[1][512];
+    snprintf(run, sizeof run, "%s/tiny", dir);
+    CHECK_MSG(mt_fs_is_dir(run) && events_files(run, ev, 1) == 0, "run.tensorboard=false: no events file");
     char ck[400], met[400];
     snprintf(ck, sizeof ck, "%s/tiny/checkpoints/step_00000003.safetensors", dir);
     snprintf(met, sizeof met, "%s/tiny/metrics.jsonl", dir);
@@ -78,12 +170,31 @@ static void test_resume(void) {
     mt_test_metrics a;
     mt_test_read_metrics(met, &a);
     CHECK_MSG(a.n == 6, "6 logged losses, got %d", a.n);
+    char run[400], ev[3][512];
+    snprintf(run, sizeof run, "%s/tiny", dir);
+    int64_t tsteps[16];
+    float tvals[16];
+    CHECK_MSG(events_files(run, ev, 3) == 1, "one events file after the first run");
+    int nt = tb_scalars(ev[0], "train/loss", tsteps, tvals, 16);
+    CHECK_MSG(nt == 6, "first events file: %d train/loss scalars (want 6)", nt);
+    for (int k = 0; k < nt && k < a.n; k++)
+        CHECK_MSG(tsteps[k] == a.step[k] && tvals[k] == (float)a.loss[k], "events: step %lld loss %.9g vs %ld %.9g",
+                  (long long)tsteps[k], (double)tvals[k], a.step[k], a.loss[k]);
     /* Resume from step 3: the run continues in the same directory and appends. */
     s = mt_train_run(cfg, ck);
     CHECK_MSG(s == MT_OK, "resumed run: %s", mt_error_msg());
     mt_test_metrics b;
     mt_test_read_metrics(met, &b);
     CHECK_MSG(b.n == 9, "3 more losses after resuming, got %d", b.n);
+    /* a second events file (TensorBoard merges the directory's files): steps 4..6 */
+    CHECK_MSG(events_files(run, ev, 3) == 2, "two events files after resuming");
+    nt = tb_scalars(ev[1], "train/loss", tsteps, tvals, 16);
+    CHECK_MSG(nt == 3, "resumed run's events file %s: %d train/loss scalars (want 3)", ev[1], nt);
+    for (int k = 0; k < nt && b.n == 9; k++)
+        CHECK_MSG(tsteps[k] == b.step[6 + k] && tsteps[k] == 4 + k && tvals[k] == (float)b.loss[6 + k],
+                  "resumed events: step %lld loss %.9g vs %ld %.9g", (long long)tsteps[k], (double)tvals[k],
+                  b.step[6 + k], b.loss[6 + k]);
+    CHECK(tb_scalars(ev[0], "train/loss", tsteps, tvals, 16) == 6); /* the first file untouched */
     if (a.n == 6 && b.n == 9)
         for (int k = 0; k < 3; k++) {
             CHECK_MSG(b.step[6 + k] == a.step[3 + k], "step %ld vs %ld", b.step[6 + k], a.step[3 + k]);

@@ -320,8 +320,11 @@ static void test_training(void) {
     mt_status s = mt_train_run(ccpu, NULL);
     CHECK_MSG(s == MT_OK, "cpu run: %s", mt_error_msg());
     CHECK_MSG(mt_loopback_kernel_calls() == calls0, "the cpu run used no device kernel");
+    long pinned0 = mt_loopback_pinned_allocs();
     s = mt_train_run(cdev, NULL);
     CHECK_MSG(s == MT_OK, "device run: %s", mt_error_msg());
+    CHECK_MSG(mt_loopback_pinned_allocs() > pinned0, "the loader's batches for the device are pinned (%ld)",
+              mt_loopback_pinned_allocs() - pinned0);
     long calls = mt_loopback_kernel_calls() - calls0;
     CHECK_MSG(calls > 1000, "the device run ran on the device (%ld kernel calls)", calls);
     compare_runs("cpu", "dev", 1e-6);

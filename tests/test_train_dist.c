@@ -3,7 +3,8 @@
  *  - 20 steps with 2 ranks x batch 1 log the losses of 20 steps with 1 rank x
  *    batch 2 (mt_train_set_shard_global_batch: the ranks take the samples of
  *    the 1-rank global batch), and the same validation Dice (3 validation
- *    cases: 2 on rank 0, 1 on rank 1); only rank 0 writes the run directory;
+ *    cases: 2 on rank 0, 1 on rank 1); only rank 0 writes the run directory
+ *    (one TensorBoard events file; the 1-rank resume adds a second);
  *  - one rank under mpirun runs the reducer and equals the plain run exactly;
  *    distributed.backend nccl on the CPU is refused naming the key;
  *  - a rank that exits early makes the job exit non-zero within
@@ -145,6 +146,8 @@ int main(int argc, char **argv) {
     char cmd[700];
     snprintf(cmd, sizeof cmd, "test $(grep -c '^medtrain ' '%s/two/train.log') -eq 1", tmp);
     CHECK_MSG(system(cmd) == 0, "train.log has one header (rank 0 only)");
+    snprintf(cmd, sizeof cmd, "test $(ls '%s/two' | grep -c '^events\\.out\\.tfevents\\.') -eq 1", tmp);
+    CHECK_MSG(system(cmd) == 0, "one TensorBoard events file (rank 0 only)");
 
     /* --resume with another rank count: the 2-rank run's step-10 checkpoint
      * continued by 1 rank with the same global batch (batch 2 = the samples the
@@ -162,6 +165,8 @@ int main(int argc, char **argv) {
         worst_r = fmax(worst_r, fabs(c.loss[STEPS + k] - b.loss[10 + k]));
     }
     CHECK_MSG(worst_r <= 1e-3, "resumed with 1 rank vs 2 ranks: max loss difference %.3g", worst_r);
+    snprintf(cmd, sizeof cmd, "test $(ls '%s/two' | grep -c '^events\\.out\\.tfevents\\.') -eq 2", tmp);
+    CHECK_MSG(system(cmd) == 0, "the resumed run added a second TensorBoard events file");
     printf("resume of a 2-rank checkpoint with 1 rank: steps 11..20, max loss difference %.3g\n", worst_r);
 
     /* early exit of rank 1: the job ends non-zero within the timeout (3 s) */
