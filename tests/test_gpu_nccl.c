@@ -1,0 +1,90 @@
+/* LABELS: gpu mpi integration */
+/* With a GPU present, one rank through NCCL gives the same steps as without
+ * distribution (issue 5): 10 training steps on cuda:0 without mpirun (no
+ * reducer), then the same run under `mpirun -np 1` with
+ * distributed.backend: nccl (the reducer copies every gradient into GPU
+ * buckets, NCCL all-reduces them on its own stream, mt_ddp_finish copies them
+ * back): the logged losses must agree to 1e-4 relative (a one-rank
+ * all-reduce is a copy and nothing is rescaled, so the reducer adds no
+ * rounding; the tolerance covers cuDNN's non-deterministic algorithms, e.g.
+ * backward-filter with atomics, in two separate processes; both use cuDNN's
+ * heuristics, MT_CUDNN_BENCHMARK=0, so they pick the same algorithms).
+ * Exits 77 without a GPU, NCCL or mpirun. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/backend.h"
+#include "launch/config.h"
+#include "launch/dist.h"
+#include "launch/nccl.h"
+#include "launch/train.h"
+#include "mt_test.h"
+
+static mt_status train(const char *dir, const char *name, const char *backend) {
+    mt_config *cfg = mt_config_default();
+    char b0[512], b1[128], b2[128];
+    snprintf(b0, sizeof b0, "run.dir=%s", dir);
+    snprintf(b1, sizeof b1, "run.name=%s", name);
+    snprintf(b2, sizeof b2, "distributed.backend=%s", backend);
+    const char *sets[] = {b0, b1, b2, "run.device=cuda:0", "train.steps=10", "run.log_every=1",
+                          "train.val_every=0", "train.checkpoint_every=0", "data.phantom.num_cases=4",
+                          "data.phantom.shape=[32, 32, 32]", "data.val_cases=1", "data.patch_size=[16, 16, 16]",
+                          "model.features=[8, 16, 32]", "distributed.timeout_s=120"};
+    mt_status s = MT_OK;
+    for (size_t k = 0; k < sizeof sets / sizeof *sets && s == MT_OK; k++) s = mt_config_set(cfg, sets[k]);
+    if (s == MT_OK) s = mt_train_run(cfg, NULL);
+    mt_config_free(cfg);
+    return s;
+}
+
+static int worker(const char *dir) {
+    mt_dist *d = mt_dist_get();
+    CHECK(d->use_mpi && d->world == 1);
+    mt_status s = train(dir, "nccl", "nccl");
+    CHECK_MSG(s == MT_OK, "1 rank through NCCL: %s", mt_error_msg());
+    return mt_test_finish();
+}
+
+int main(int argc, char **argv) {
+    if (argc > 2 && !strcmp(argv[1], "--worker")) return worker(argv[2]);
+    if (!mt_nccl_available()) {
+        printf("skipped: built without NCCL\n");
+        return MT_TEST_SKIP;
+    }
+    if (!mt_test_have_gpu()) return MT_TEST_SKIP;
+    if (!mt_test_mpirun_path()) {
+        printf("skipped: mpirun not found\n");
+        return MT_TEST_SKIP;
+    }
+    setenv("MT_CUDNN_BENCHMARK", "0", 1); /* inherited by the mpirun worker */
+    char tmp[256];
+    snprintf(tmp, sizeof tmp, "%s/mt_test_gpu_nccl_XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    if (!mkdtemp(tmp)) return 1;
+    mt_status s = train(tmp, "plain", "auto");
+    CHECK_MSG(s == MT_OK, "plain run on the GPU: %s", mt_error_msg());
+    char args[600];
+    snprintf(args, sizeof args, "--worker '%s'", tmp);
+    int rc = mt_test_mpirun(1, args, 300);
+    CHECK_MSG(rc == 0, "mpirun -np 1 --worker exited with %d", rc);
+    char p1[600], p2[600];
+    snprintf(p1, sizeof p1, "%s/plain/metrics.jsonl", tmp);
+    snprintf(p2, sizeof p2, "%s/nccl/metrics.jsonl", tmp);
+    mt_test_metrics a, b;
+    mt_test_read_metrics(p1, &a);
+    mt_test_read_metrics(p2, &b);
+    double worst = a.n == 10 && b.n == 10 ? 0 : INFINITY;
+    for (int k = 0; k < a.n && k < b.n; k++) worst = fmax(worst, fabs(a.loss[k] - b.loss[k]) / fabs(a.loss[k]));
+    printf("1 rank through NCCL vs plain: %d / %d losses, worst relative difference %.3g\n", b.n, a.n, worst);
+    CHECK_MSG(worst <= 1e-4, "10 losses through NCCL vs the plain run's: worst relative difference %.3g", worst);
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "grep -q 'all-reduce with NCCL' '%s/nccl/train.log'", tmp);
+    CHECK_MSG(system(cmd) == 0, "the log names NCCL as the all-reduce (%s/nccl/train.log)", tmp);
+    rc = mt_test_finish();
+    if (rc == 0) {
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
+    }
+    return rc;
+}
