@@ -119,7 +119,9 @@ typedef struct mt_backend {
     void (*unary_backward)(mt_unary_op op, mt_tensor *grad_in, const mt_tensor *grad_out,
                            const mt_tensor *in, const mt_tensor *out, float alpha);
     /* out (f32) <- one_hot(labels (i32/u8), num_classes) with labels (N, 1, *)
-     * or (N, *) and out (N, C, *); label values outside [0, C) abort. */
+     * or (N, *) and out (N, C, *); label values outside [0, C) abort (on the
+     * GPU at the backend's next synchronisation: synchronize or a copy to
+     * the host, so the kernel itself does not stall the host). */
     void (*one_hot)(mt_tensor *out, const mt_tensor *labels, int num_classes);
     /* out (i32) (N, 1, *) <- argmax over dim 1 of in (N, C, *). */
     void (*argmax_channel)(mt_tensor *out, const mt_tensor *in);

@@ -572,8 +572,8 @@ static void trainer_free(trainer *t) {
     if (t->opt_ready) mt_optim_free(&t->opt);
     mt_module_free(t->model);
     mt_tensor_release(t->pos_weight);
+    mt_nccl_free(t->nccl); /* synchronises its stream before the buckets go */
     mt_ddp_free(t->ddp);
-    mt_nccl_free(t->nccl);
     mt_tb_close(t->tb);
     if (t->rd_open) mt_rundir_close(&t->rd);
 }

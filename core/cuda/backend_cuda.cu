@@ -182,9 +182,13 @@ static void cuda_memcpy_host(void *dst, const void *src, size_t nbytes, int to_h
     cudaStream_t s = mt_cuda_stream();
     MT_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, to_host ? cudaMemcpyDeviceToHost : cudaMemcpyHostToDevice, s));
     MT_CUDA_CHECK(cudaStreamSynchronize(s));
+    if (to_host) mt_cuda_check_deferred();
 }
 
-static void cuda_synchronize(void) { MT_CUDA_CHECK(cudaStreamSynchronize(mt_cuda_stream())); }
+static void cuda_synchronize(void) {
+    MT_CUDA_CHECK(cudaStreamSynchronize(mt_cuda_stream()));
+    mt_cuda_check_deferred();
+}
 
 /* Filled at load time (C++ before C++20 has no designated initializers). */
 static mt_backend make_table(void) {

@@ -75,6 +75,11 @@ void mt_cuda_alloc_empty_cache(void);
 void *mt_cuda_host_alloc_pinned(size_t nbytes);
 void mt_cuda_host_free_pinned(void *p, size_t nbytes);
 
+/* Checks that kernels report without synchronising (one_hot's label range)
+ * and aborts naming the problem; called after the backend synchronises
+ * (synchronize, copies to the host). */
+void mt_cuda_check_deferred(void);
+
 /* Device count, or 0 with the reason in mt_cuda_device_error(). */
 int mt_cuda_device_count(void);
 const char *mt_cuda_device_error(void);

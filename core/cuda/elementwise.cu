@@ -665,7 +665,7 @@ __device__ __forceinline__ int64_t label_value(const mt_bf16_bits *p) { return (
 
 /* One thread per (n, s): writes the C values of that position. bad[0] is
  * set to 1 by the first thread that sees a label outside [0, C), which also
- * stores the value in bad[1]. */
+ * stores the value in bad[1] and C in bad[2]. */
 template <typename L>
 __global__ void one_hot_k(float *o, const L *lab, int64_t C, int64_t S, int64_t NS,
                           unsigned long long *bad) {
@@ -673,12 +673,17 @@ __global__ void one_hot_k(float *o, const L *lab, int64_t C, int64_t S, int64_t 
         int64_t n = p / S, s = p - n * S;
         int64_t v = label_value(lab + p);
         if (v < 0 || v >= C) {
-            if (atomicCAS(&bad[0], 0ull, 1ull) == 0ull) bad[1] = (unsigned long long)v;
+            if (atomicCAS(&bad[0], 0ull, 1ull) == 0ull) {
+                bad[1] = (unsigned long long)v;
+                bad[2] = (unsigned long long)C;
+            }
         }
         float *op = o + n * C * S + s;
         for (int64_t c = 0; c < C; c++) op[c * S] = v == c ? 1.0f : 0.0f;
     }
 }
+
+static unsigned long long *label_flag(void);
 
 extern "C" void mt_cuda_one_hot(mt_tensor *out, const mt_tensor *labels, int num_classes) {
     MT_KERNEL_DTYPE_CHECK("one_hot", out, MT_F32);
@@ -698,8 +703,7 @@ extern "C" void mt_cuda_one_hot(mt_tensor *out, const mt_tensor *labels, int num
     MT_CHECK_MSG(mt_tensor_numel(labels) == N * S, "one_hot (cuda): labels %s do not fit output %s",
                  mt_tensor_shape_str(labels, b1, sizeof b1), mt_tensor_shape_str(out, b2, sizeof b2));
     cudaStream_t s = mt_cuda_stream();
-    unsigned long long *bad = (unsigned long long *)mt_cuda_alloc(2 * sizeof(unsigned long long));
-    MT_CUDA_CHECK(cudaMemsetAsync(bad, 0, 2 * sizeof(unsigned long long), s));
+    unsigned long long *bad = label_flag();
     unsigned blocks = mt_cuda_blocks(N * S, EW_THREADS);
     float *o = mt_ptr<float>(out);
     switch (labels->dtype) {
@@ -721,15 +725,32 @@ extern "C" void mt_cuda_one_hot(mt_tensor *out, const mt_tensor *labels, int num
                  mt_dtype_name(labels->dtype));
     }
     MT_CUDA_LAUNCH_CHECK("one_hot");
-    /* The contract needs the abort on the host: one small synchronising read. */
-    unsigned long long h[2];
-    MT_CUDA_CHECK(cudaMemcpyAsync(h, bad, sizeof h, cudaMemcpyDeviceToHost, s));
-    MT_CUDA_CHECK(cudaStreamSynchronize(s));
-    mt_cuda_free(bad, 2 * sizeof(unsigned long long));
-    if (h[0]) {
-        long long v = (long long)h[1];
-        MT_CHECK_MSG(v >= 0 && v < C, "one_hot: label %lld outside [0, %lld)", v, (long long)C);
+    /* No synchronisation here (it would stall the host once per loss): the
+     * flag is read at the backend's next synchronisation point
+     * (mt_cuda_check_deferred). */
+}
+
+/* The label flag of one_hot: [0] set, [1] the bad value, [2] the class count;
+ * allocated and zeroed on first use, sticky until read. */
+static unsigned long long *g_label_flag = NULL;
+
+static unsigned long long *label_flag(void) {
+    if (!g_label_flag) {
+        g_label_flag = (unsigned long long *)mt_cuda_alloc(3 * sizeof(unsigned long long));
+        MT_CUDA_CHECK(cudaMemsetAsync(g_label_flag, 0, 3 * sizeof(unsigned long long), mt_cuda_stream()));
     }
+    return g_label_flag;
+}
+
+extern "C" void mt_cuda_check_deferred(void) {
+    if (!g_label_flag) return;
+    unsigned long long h[3];
+    cudaStream_t s = mt_cuda_stream();
+    MT_CUDA_CHECK(cudaMemcpyAsync(h, g_label_flag, sizeof h, cudaMemcpyDeviceToHost, s));
+    MT_CUDA_CHECK(cudaStreamSynchronize(s));
+    if (h[0])
+        mt_fatal(__FILE__, __LINE__, "one_hot: label %lld outside [0, %lld) (found on the GPU, reported at the "
+                 "next synchronisation)", (long long)h[1], (long long)h[2]);
 }
 
 /* One thread per (n, s); first maximum wins (strict >), as on the CPU. */
