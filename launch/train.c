@@ -1017,7 +1017,8 @@ mt_status mt_train_run(const mt_config *cfg, const char *resume_path) {
         if (T.ddp && (s = mt_ddp_finish(T.ddp)) != MT_OK) break;
         /* batch norm running statistics: rank 0's everywhere */
         if (T.ddp && (s = mt_ddp_sync_buffers(T.ddp)) != MT_OK) break;
-        if (clip > 0) mt_optim_clip_grad_norm(T.opt.params, T.opt.n_params, clip, 2.0);
+        if (clip > 0) /* on the device: nothing read back */
+            mt_tensor_release(mt_optim_clip_grad_norm_t(T.opt.params, T.opt.n_params, clip, 2.0));
         mt_optim_step(&T.opt);
         ts.step++;
 

@@ -263,87 +263,80 @@ static void grad_norm_part(mt_tensor *out, const mt_tensor *g, double p) {
     mt_tensor_release(a);
 }
 
-/* The per-gradient parts are reduced on the gradients' device into one small
- * tensor per device, read back once (one host synchronisation per step on a
- * GPU, not one per parameter), and combined on the host in double. */
-double mt_optim_clip_grad_norm(mt_tensor *const *params, int n, double max_norm, double norm_type) {
+/* PyTorch's arithmetic, all on the gradients' device (no host
+ * synchronisation): per-gradient parts into one small tensor, total =
+ * sum(parts)^(1/p) (max for p = inf) in f32, coef = min(max_norm / (total +
+ * 1e-6), 1) in f32, every gradient multiplied by coef. */
+mt_tensor *mt_optim_clip_grad_norm_t(mt_tensor *const *params, int n, double max_norm, double norm_type) {
     MT_CHECK_MSG(norm_type > 0, "clip_grad_norm: norm_type %g", norm_type);
-    int any = 0;
-    double acc = 0;
-    double *vals = calloc((size_t)(n > 0 ? n : 1), sizeof(double));
-    int *has = calloc((size_t)(n > 0 ? n : 1), sizeof(int));
-    MT_CHECK(vals && has);
-    /* one pass per distinct device (in practice one) */
-    for (;;) {
-        mt_device dev = MT_DEVICE_CPU;
-        int found = 0;
-        for (int i = 0; i < n && !found; i++) {
-            mt_tensor *g = params[i]->grad;
-            if (g && !has[i] && mt_tensor_numel(g) > 0) {
-                dev = mt_tensor_device(g);
-                found = 1;
-            }
-        }
-        if (!found) break;
-        int64_t len = n;
-        mt_tensor *parts = mt_tensor_zeros(MT_F32, 1, &len, dev);
-        for (int i = 0; i < n; i++) {
-            mt_tensor *g = params[i]->grad;
-            if (!g || has[i] || mt_tensor_numel(g) == 0 || !mt_device_eq(mt_tensor_device(g), dev))
-                continue;
-            has[i] = 1;
-            mt_tensor *gc = mt_tensor_to_dtype(g, MT_F32);
-            mt_tensor *gcc = mt_tensor_contiguous(gc);
-            mt_tensor *slot = mt_tensor_slice(parts, 0, i, i + 1, 1);
-            grad_norm_part(slot, gcc, norm_type);
-            mt_tensor_release(slot);
-            mt_tensor_release(gc);
-            mt_tensor_release(gcc);
-        }
-        double *host = malloc(sizeof(double) * (size_t)n);
-        MT_CHECK(host);
-        mt_tensor_to_f64_array(parts, host); /* the one read-back for this device */
-        for (int i = 0; i < n; i++)
-            if (has[i] == 1) {
-                vals[i] = host[i];
-                has[i] = 2;
-            }
-        free(host);
-        mt_tensor_release(parts);
-    }
+    int any = 0, first = -1;
     for (int i = 0; i < n; i++) {
         mt_tensor *g = params[i]->grad;
         if (!g) continue;
         any = 1;
-        if (has[i] != 2) continue;
-        double v = vals[i];
-        if (isinf(norm_type))
-            acc = (isnan(v) || v > acc) ? v : acc;
-        else
-            acc += v;
+        if (first < 0) first = i;
+        MT_CHECK_MSG(mt_device_eq(mt_tensor_device(g), mt_tensor_device(params[first]->grad)),
+                     "clip_grad_norm: gradients on more than one device");
     }
-    free(vals);
-    free(has);
-    if (!any) return 0.0;
-    double total = isinf(norm_type) ? acc : (norm_type == 2 ? sqrt(acc) : pow(acc, 1.0 / norm_type));
-    /* PyTorch: coef = max_norm / (total + 1e-6), clamped to at most 1 (NaN stays NaN). */
-    float coef = (float)(max_norm / (total + 1e-6));
-    if (coef >= 1.0f) return total;
+    if (!any) return NULL;
+    mt_device dev = mt_tensor_device(params[first]->grad);
+    int64_t len = n, one = 1;
+    mt_tensor *parts = mt_tensor_zeros(MT_F32, 1, &len, dev);
     for (int i = 0; i < n; i++) {
         mt_tensor *g = params[i]->grad;
         if (!g || mt_tensor_numel(g) == 0) continue;
-        mt_device dev = mt_tensor_device(g);
-        if (g->dtype == MT_F32 && mt_tensor_is_contiguous(g)) {
-            mt_kernel(dev, unary)(MT_UN_MUL_SCALAR, g, g, coef);
-        } else {
-            mt_tensor *c = mt_tensor_new(MT_F32, g->ndim, g->shape, dev);
-            mt_tensor_copy_(c, g);
-            mt_kernel(dev, unary)(MT_UN_MUL_SCALAR, c, c, coef);
-            mt_tensor_copy_(g, c);
-            mt_tensor_release(c);
-        }
+        mt_tensor *gc = mt_tensor_to_dtype(g, MT_F32);
+        mt_tensor *gcc = mt_tensor_contiguous(gc);
+        mt_tensor *slot = mt_tensor_slice(parts, 0, i, i + 1, 1);
+        grad_norm_part(slot, gcc, norm_type);
+        mt_tensor_release(slot);
+        mt_tensor_release(gc);
+        mt_tensor_release(gcc);
     }
+    mt_tensor *total = mt_tensor_new(MT_F32, 1, &one, dev);
+    if (isinf(norm_type)) {
+        mt_kernel(dev, reduce)(MT_RED_MAX, total, parts);
+    } else {
+        mt_kernel(dev, reduce)(MT_RED_SUM, total, parts);
+        if (norm_type == 2)
+            mt_kernel(dev, unary)(MT_UN_SQRT, total, total, 0);
+        else if (norm_type != 1)
+            mt_kernel(dev, unary)(MT_UN_POW_SCALAR, total, total, (float)(1.0 / norm_type));
+    }
+    mt_tensor_release(parts);
+    /* coef = min(max_norm / (total + 1e-6), 1) */
+    mt_tensor *den = mt_tensor_new(MT_F32, 1, &one, dev);
+    mt_kernel(dev, unary)(MT_UN_ADD_SCALAR, den, total, 1e-6f);
+    mt_tensor *num = mt_tensor_full(MT_F32, 1, &one, max_norm, dev);
+    mt_tensor *coef = mt_tensor_new(MT_F32, 1, &one, dev);
+    mt_kernel(dev, binary)(MT_BIN_DIV, coef, num, den);
+    mt_kernel(dev, unary)(MT_UN_CLAMP_MAX, coef, coef, 1.0f);
+    mt_tensor_release(den);
+    mt_tensor_release(num);
+    for (int i = 0; i < n; i++) {
+        mt_tensor *g = params[i]->grad;
+        if (!g || mt_tensor_numel(g) == 0) continue;
+        mt_tensor *c = (g->dtype == MT_F32 && mt_tensor_is_contiguous(g)) ? mt_tensor_retain(g) : NULL;
+        if (!c) {
+            c = mt_tensor_new(MT_F32, g->ndim, g->shape, dev);
+            mt_tensor_copy_(c, g);
+        }
+        mt_tensor *ce = mt_tensor_expand(coef, c->ndim, c->shape);
+        mt_kernel(dev, binary)(MT_BIN_MUL, c, c, ce);
+        mt_tensor_release(ce);
+        if (c != g) mt_tensor_copy_(g, c);
+        mt_tensor_release(c);
+    }
+    mt_tensor_release(coef);
     return total;
+}
+
+double mt_optim_clip_grad_norm(mt_tensor *const *params, int n, double max_norm, double norm_type) {
+    mt_tensor *t = mt_optim_clip_grad_norm_t(params, n, max_norm, norm_type);
+    if (!t) return 0.0;
+    double v = mt_tensor_item(t);
+    mt_tensor_release(t);
+    return v;
 }
 
 /* ---------------------------------------------------------- state export */

@@ -89,6 +89,11 @@ void mt_optim_zero_grad(mt_optim *opt);
  * non-finite total makes the gradients non-finite, as in PyTorch: check the
  * returned value and skip the step. */
 double mt_optim_clip_grad_norm(mt_tensor *const *params, int n, double max_norm, double norm_type);
+/* The same without reading anything back (no host synchronisation on a GPU):
+ * the total as a new 1-element f32 tensor on the gradients' device (which
+ * must be one device), or NULL when no parameter has a gradient. Arithmetic
+ * in f32 on the device, as PyTorch. */
+mt_tensor *mt_optim_clip_grad_norm_t(mt_tensor *const *params, int n, double max_norm, double norm_type);
 
 /* ---- state for checkpoints ----
  * Entries with stable names, matching PyTorch's optimizer state_dict keys:
