@@ -91,6 +91,12 @@ typedef struct mt_backend {
     void (*free)(void *p, size_t nbytes);
     /* Copy nbytes between host and this device (dir: 0 = to device, 1 = to host). */
     void (*memcpy_host)(void *dst, const void *src, size_t nbytes, int to_host);
+    /* Copy from this backend's page-locked host memory (host_alloc_pinned) to
+     * the device, queued behind the device's earlier work and returning at
+     * once (NULL: none). The source may be freed right after the call: the
+     * pinned allocator reuses a block only when the copies queued before its
+     * free have finished. */
+    void (*memcpy_pinned_to_device)(void *dst, const void *src, size_t nbytes);
     void (*synchronize)(void);
     /* Number of usable devices of this type (0: compiled in but none present). */
     int (*device_count)(void);

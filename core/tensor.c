@@ -397,6 +397,14 @@ void mt_tensor_copy_(mt_tensor *dst, const mt_tensor *src) {
     mt_tensor *sc = mt_tensor_contiguous(s);
     mt_tensor_release(s);
     if (mt_tensor_is_contiguous(dst)) {
+        /* page-locked source of the destination's backend: asynchronous */
+        const mt_backend *db = mt_backend_get(dd.type);
+        if (dd.type != MT_CPU && sc->storage->free_fn && db->memcpy_pinned_to_device &&
+            sc->storage->free_fn == db->host_free_pinned) {
+            db->memcpy_pinned_to_device(mt_tensor_data(dst), mt_tensor_data(sc), mt_tensor_nbytes(sc));
+            mt_tensor_release(sc);
+            return;
+        }
         if (dd.type == MT_CPU)
             mt_kernel(sd, memcpy_host)(mt_tensor_data(dst), mt_tensor_data(sc), mt_tensor_nbytes(sc), 1);
         else

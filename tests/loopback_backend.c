@@ -101,6 +101,15 @@ static void lb_host_free_pinned(void *p, size_t nbytes) {
 
 long mt_loopback_pinned_allocs(void) { return __atomic_load_n(&g_pinned_allocs, __ATOMIC_RELAXED); }
 
+static long g_async_copies = 0;
+
+static void lb_memcpy_pinned_to_device(void *dst, const void *src, size_t nbytes) {
+    __atomic_add_fetch(&g_async_copies, 1, __ATOMIC_RELAXED);
+    lb_memcpy_host(dst, src, nbytes, 0);
+}
+
+long mt_loopback_async_copies(void) { return __atomic_load_n(&g_async_copies, __ATOMIC_RELAXED); }
+
 static void lb_memory_reset_peak(void) {
     pthread_mutex_lock(&g_lock);
     g_peak = g_in_use;
@@ -428,6 +437,7 @@ const mt_backend mt_loopback_backend = {
     .alloc = lb_alloc,
     .free = lb_free,
     .host_alloc_pinned = lb_host_alloc_pinned,
+    .memcpy_pinned_to_device = lb_memcpy_pinned_to_device,
     .host_free_pinned = lb_host_free_pinned,
     .memcpy_host = lb_memcpy_host,
     .synchronize = lb_synchronize,

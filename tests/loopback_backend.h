@@ -36,6 +36,8 @@ void mt_loopback_unregister(const mt_backend *previous);
 long mt_loopback_kernel_calls(void);
 /* Host blocks handed out through host_alloc_pinned (mt_tensor_new_pinned). */
 long mt_loopback_pinned_allocs(void);
+/* Copies through memcpy_pinned_to_device (pinned host -> device). */
+long mt_loopback_async_copies(void);
 
 #ifdef __cplusplus
 }

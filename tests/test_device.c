@@ -234,7 +234,9 @@ static void test_pinned(void) {
     CHECK(mt_loopback_pinned_allocs() == n0 + 1);
     CHECK(h->storage->device.type == MT_CPU && h->storage->free_fn != NULL);
     for (int64_t i = 0; i < 30; i++) mt_tensor_set_flat(h, i, (double)i * 0.5);
+    long a0 = mt_loopback_async_copies();
     mt_tensor *d = mt_tensor_to_device(h, CUDA0);
+    CHECK_MSG(mt_loopback_async_copies() == a0 + 1, "a pinned source is copied with memcpy_pinned_to_device");
     mt_tensor *back = mt_tensor_to_device(d, MT_DEVICE_CPU);
     int ok = 1;
     for (int64_t i = 0; i < 30; i++) ok &= mt_tensor_get_flat(back, i) == (double)i * 0.5;
@@ -325,6 +327,7 @@ static void test_training(void) {
     CHECK_MSG(s == MT_OK, "device run: %s", mt_error_msg());
     CHECK_MSG(mt_loopback_pinned_allocs() > pinned0, "the loader's batches for the device are pinned (%ld)",
               mt_loopback_pinned_allocs() - pinned0);
+    CHECK_MSG(mt_loopback_async_copies() > 0, "batches go to the device with memcpy_pinned_to_device");
     long calls = mt_loopback_kernel_calls() - calls0;
     CHECK_MSG(calls > 1000, "the device run ran on the device (%ld kernel calls)", calls);
     compare_runs("cpu", "dev", 1e-6);

@@ -26,6 +26,7 @@
 typedef struct free_block {
     void *p;
     struct free_block *next;
+    cudaEvent_t ev; /* pinned cache: recorded on the compute stream at free */
 } free_block;
 
 /* One cache: device memory (cudaMalloc) or page-locked host memory
@@ -84,9 +85,14 @@ static void *cache_alloc(cache *c, size_t nbytes) {
     cudaStream_t s = mt_cuda_stream(); /* makes the device current */
     pthread_mutex_lock(&c->mu);
     void *p = NULL;
-    if (c->free_list[k]) {
-        free_block *b = c->free_list[k];
-        c->free_list[k] = b->next;
+    /* Device blocks are reusable at once (stream order); a pinned block only
+     * once the copies queued before its free have finished (its event). */
+    free_block **pp = &c->free_list[k];
+    while (*pp && c->pinned && cudaEventQuery((*pp)->ev) != cudaSuccess) pp = &(*pp)->next;
+    (void)cudaGetLastError(); /* cudaErrorNotReady is not an error */
+    if (*pp) {
+        free_block *b = *pp;
+        *pp = b->next;
         p = b->p;
         b->next = c->spare;
         c->spare = b;
@@ -129,11 +135,14 @@ static void cache_free(cache *c, void *p, size_t nbytes) {
     int k = size_class(nbytes, &sz);
     pthread_mutex_lock(&c->mu);
     free_block *b = c->spare;
-    if (b)
+    if (b) {
         c->spare = b->next;
-    else
-        b = (free_block *)malloc(sizeof *b);
-    MT_CHECK(b);
+    } else {
+        b = (free_block *)calloc(1, sizeof *b);
+        MT_CHECK(b);
+        if (c->pinned) MT_CUDA_CHECK(cudaEventCreateWithFlags(&b->ev, cudaEventDisableTiming));
+    }
+    if (c->pinned) MT_CUDA_CHECK(cudaEventRecord(b->ev, mt_cuda_stream()));
     b->p = p;
     b->next = c->free_list[k];
     c->free_list[k] = b;
@@ -146,8 +155,8 @@ extern "C" void *mt_cuda_alloc(size_t nbytes) { return cache_alloc(&g_dev, nbyte
 extern "C" void mt_cuda_free(void *p, size_t nbytes) { cache_free(&g_dev, p, nbytes); }
 
 /* A pinned block freed by the host may still be the source of a copy queued
- * on the compute stream; the backend's copies from host memory complete
- * before they return (memcpy_host synchronises), so reuse is safe. */
+ * on the compute stream (memcpy_pinned_to_device): its free records an event
+ * on that stream, and the block is handed out again only after the event. */
 extern "C" void *mt_cuda_host_alloc_pinned(size_t nbytes) { return cache_alloc(&g_host, nbytes); }
 extern "C" void mt_cuda_host_free_pinned(void *p, size_t nbytes) { cache_free(&g_host, p, nbytes); }
 

@@ -185,6 +185,11 @@ static void cuda_memcpy_host(void *dst, const void *src, size_t nbytes, int to_h
     if (to_host) mt_cuda_check_deferred();
 }
 
+static void cuda_memcpy_pinned_to_device(void *dst, const void *src, size_t nbytes) {
+    if (nbytes == 0) return;
+    MT_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyHostToDevice, mt_cuda_stream()));
+}
+
 static void cuda_synchronize(void) {
     MT_CUDA_CHECK(cudaStreamSynchronize(mt_cuda_stream()));
     mt_cuda_check_deferred();
@@ -198,6 +203,7 @@ static mt_backend make_table(void) {
     b.alloc = mt_cuda_alloc;
     b.free = mt_cuda_free;
     b.memcpy_host = cuda_memcpy_host;
+    b.memcpy_pinned_to_device = cuda_memcpy_pinned_to_device;
     b.synchronize = cuda_synchronize;
     b.device_count = mt_cuda_device_count;
     b.device_error = mt_cuda_device_error;
