@@ -283,7 +283,10 @@ done
 # The link line of medtrain: each library given by path is the prefix's, except
 # the compiler's and libc's own (libgomp, libpthread, ...) and CUDA's.
 link_txt=$build_dir/CMakeFiles/medtrain.dir/link.txt
-for lib in $(tr ' ' '\n' <"$link_txt" | grep -E '^/.*\.(so|a)(\.[0-9.]+)?$' || true); do
+# With the CUDA language on, CMake moves the libraries into response files
+# (linkLibs.rsp, objects*.rsp) next to link.txt: read those too.
+link_items=$(cat "$link_txt" "$build_dir"/CMakeFiles/medtrain.dir/*.rsp 2>/dev/null | tr ' ' '\n')
+for lib in $(grep -E '^/.*\.(so|a)(\.[0-9.]+)?$' <<<"$link_items" || true); do
     case $lib in
         "$P"/*) ;;
         */libgomp.* | */libpthread.* | */libdl.* | */librt.* | */libm.* | */libc.* | "${cuda_home:-/nonexistent}"/*) ;;
@@ -295,7 +298,7 @@ for lib in $(tr ' ' '\n' <"$link_txt" | grep -E '^/.*\.(so|a)(\.[0-9.]+)?$' || t
             ;;
     esac
 done
-if ! grep -q "$P/.*hdf5.*\.so" "$link_txt"; then
+if ! grep -q "$P/.*hdf5.*\.so" <<<"$link_items"; then
     say "error: medtrain does not link the prefix's libhdf5 ($link_txt)" >&2
     bad=1
 fi
