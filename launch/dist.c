@@ -66,6 +66,7 @@ static void *watchdog_main(void *arg) {
                     "failed or exited; aborting the job\n",
                     g_dist.rank, g_dist.world, op, limit);
             fflush(stderr);
+            alarm(10); /* should MPI_Abort itself block (a loaded launcher), SIGALRM ends us */
             MPI_Abort(MPI_COMM_WORLD, 3);
             _exit(3);
         }
@@ -230,7 +231,10 @@ void mt_dist_abort(mt_dist *d, int code, const char *msg) {
     else
         fprintf(stderr, "medtrain: %s\n", msg);
     fflush(stderr);
-    if (d->use_mpi) MPI_Abort(MPI_COMM_WORLD, code ? code : 1);
+    if (d->use_mpi) {
+        alarm(10); /* bounded even if MPI_Abort blocks */
+        MPI_Abort(MPI_COMM_WORLD, code ? code : 1);
+    }
     _exit(code ? code : 1);
 }
 
