@@ -19,6 +19,29 @@ void mt_gemm_operand_init(mt_gemm_operand *o, const mt_tensor *t, const char *na
                  mt_tensor_shape_str(t, buf, sizeof buf));
 }
 
+void mt_gemm_plan_init(mt_gemm_plan *p, const mt_tensor *c, const mt_tensor *a, const mt_tensor *b,
+                       int trans_a, int trans_b) {
+    mt_gemm_operand_init(&p->a, a, "a");
+    mt_gemm_operand_init(&p->b, b, "b");
+    mt_gemm_operand_init(&p->c, c, "c");
+    p->m = trans_a ? p->a.cols : p->a.rows;
+    p->k = trans_a ? p->a.rows : p->a.cols;
+    int64_t kb = trans_b ? p->b.cols : p->b.rows;
+    p->n = trans_b ? p->b.rows : p->b.cols;
+    p->batch = p->c.batch;
+    char sa[96], sb[96], sc[96];
+    MT_CHECK_MSG(p->k == kb && p->c.rows == p->m && p->c.cols == p->n &&
+                     (p->a.batch == p->batch || p->a.batch == 1) &&
+                     (p->b.batch == p->batch || p->b.batch == 1) &&
+                     (p->batch == 1 || p->c.bstride >= p->c.rows * p->c.ld),
+                 "gemm: shapes a %s%s, b %s%s, c %s do not match",
+                 mt_tensor_shape_str(a, sa, sizeof sa), trans_a ? "^T" : "",
+                 mt_tensor_shape_str(b, sb, sizeof sb), trans_b ? "^T" : "",
+                 mt_tensor_shape_str(c, sc, sizeof sc));
+    p->fold_batch = p->batch > 1 && p->b.bstride == 0 && p->a.bstride == p->a.rows * p->a.ld && !trans_a &&
+                    p->c.bstride == p->c.rows * p->c.ld && p->a.ld == p->a.cols && p->c.ld == p->c.cols;
+}
+
 void mt_reduce_plan_init(mt_reduce_plan *p, const mt_tensor *out, const mt_tensor *in) {
     memset(p, 0, sizeof *p);
     int prev = -1;

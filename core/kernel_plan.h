@@ -25,6 +25,21 @@ typedef struct {
 /* t (B, R, C) or (R, C); name ("a", "b", "c") for the message. */
 void mt_gemm_operand_init(mt_gemm_operand *o, const mt_tensor *t, const char *name);
 
+/* A whole gemm c (B, M, N) <- op(a) @ op(b): the three operands and the
+ * product's sizes, checked against each other (batch 1 of a or b broadcasts;
+ * c's batches must not overlap). */
+typedef struct {
+    mt_gemm_operand a, b, c;
+    int64_t m, n, k, batch;
+    /* b broadcast over a batch of a stored contiguously (a not transposed, c
+     * contiguous likewise): the batch folds into the rows, one (batch * M, N)
+     * product. */
+    int fold_batch;
+} mt_gemm_plan;
+
+void mt_gemm_plan_init(mt_gemm_plan *p, const mt_tensor *c, const mt_tensor *a, const mt_tensor *b,
+                       int trans_a, int trans_b);
+
 /* Merged groups of kept (k*) and reduced (r*) dims of `in`, outer to inner;
  * size-1 dims dropped; last_reduced: the innermost group is reduced. */
 typedef struct {

@@ -221,50 +221,40 @@ static void bin_row_bf16(mt_binary_op op, mt_bf16 *po, const mt_bf16 *pa, int64_
     }
 }
 
-/* bf16 binary: the f32 kernel's iteration (one long row split among threads,
- * or rows of the last dim in parallel) over bf16 rows. */
-static void binary_bf16(mt_binary_op op, mt_tensor *out, const mt_tensor *a, const mt_tensor *b) {
-    MT_CHECK(mt_tensor_is_contiguous(out));
-    int64_t n = mt_tensor_numel(out);
-    if (n == 0) return;
-    row_iter it;
-    row_iter_init(&it, out);
-    int last = out->ndim - 1;
-    int64_t sa = out->ndim ? a->strides[last] : 1, sb = out->ndim ? b->strides[last] : 1;
-    int64_t len = it.row_len, rows = it.rows;
-    if (mt_tensor_is_contiguous(a) && mt_tensor_is_contiguous(b)) {
-        len = n;
-        rows = 1;
-        sa = sb = 1;
+/* One f32 row: po[k] = pa[k * sa] (op) pb[k * sb], k < len. */
+static void bin_row_f32(mt_binary_op op, void *po_, const void *pa_, int64_t sa, const void *pb_,
+                        int64_t sb, int64_t len) {
+    float *po = po_;
+    const float *pa = pa_, *pb = pb_;
+    switch (op) {
+    case MT_BIN_ADD: BIN_LOOP(x + y); break;
+    case MT_BIN_SUB: BIN_LOOP(x - y); break;
+    case MT_BIN_MUL: BIN_LOOP(x * y); break;
+    case MT_BIN_DIV: BIN_LOOP(x / y); break;
+    default: BIN_LOOP(bin_apply(op, x, y)); break;
     }
-    mt_bf16 *ob = (mt_bf16 *)mt_tensor_data(out);
-    const mt_bf16 *ab = (const mt_bf16 *)a->storage->data, *bb = (const mt_bf16 *)b->storage->data;
-    if (rows == 1) {
-#pragma omp parallel if (len > PAR_MIN)
-        {
-            int nt = omp_get_num_threads(), t = omp_get_thread_num();
-            int64_t chunk = (len + nt - 1) / nt, s = t * chunk, e = s + chunk < len ? s + chunk : len;
-            if (s < e)
-                bin_row_bf16(op, ob + s, ab + a->offset + s * sa, sa, bb + b->offset + s * sb, sb,
-                             e - s);
-        }
-        return;
-    }
-#pragma omp parallel for if (n > PAR_MIN) schedule(static)
-    for (int64_t r = 0; r < rows; r++)
-        bin_row_bf16(op, ob + r * len, ab + row_offset(a, it.nd, r), sa,
-                     bb + row_offset(b, it.nd, r), sb, len);
 }
 
+static void bin_row_bf16_any(mt_binary_op op, void *po, const void *pa, int64_t sa, const void *pb,
+                             int64_t sb, int64_t len) {
+    bin_row_bf16(op, po, pa, sa, pb, sb, len);
+}
+
+/* One iteration for both dtypes (the row function differs): fully
+ * contiguous operands are one long row split among threads, otherwise rows
+ * of the last dim run in parallel. */
 void mt_cpu_binary(mt_binary_op op, mt_tensor *out, const mt_tensor *a, const mt_tensor *b) {
+    void (*row)(mt_binary_op, void *, const void *, int64_t, const void *, int64_t, int64_t);
     if (out->dtype == MT_BF16 || a->dtype == MT_BF16 || b->dtype == MT_BF16) {
         MT_CPU_CHECK_FLOAT_SAME("binary", out, a, b);
-        binary_bf16(op, out, a, b);
-        return;
+        row = bin_row_bf16_any;
+    } else {
+        MT_KERNEL_DTYPE_CHECK("binary", out, MT_F32);
+        MT_KERNEL_DTYPE_CHECK("binary", a, MT_F32);
+        MT_KERNEL_DTYPE_CHECK("binary", b, MT_F32);
+        row = bin_row_f32;
     }
-    MT_KERNEL_DTYPE_CHECK("binary", out, MT_F32);
-    MT_KERNEL_DTYPE_CHECK("binary", a, MT_F32);
-    MT_KERNEL_DTYPE_CHECK("binary", b, MT_F32);
+    const int64_t es = (int64_t)mt_dtype_size(out->dtype);
     MT_CHECK(mt_tensor_is_contiguous(out));
     int64_t n = mt_tensor_numel(out);
     if (n == 0) return;
@@ -279,45 +269,26 @@ void mt_cpu_binary(mt_binary_op op, mt_tensor *out, const mt_tensor *a, const mt
         rows = 1;
         sa = sb = 1;
     }
-    float *ob = (float *)mt_tensor_data(out);
-    const float *ab = (const float *)a->storage->data, *bb = (const float *)b->storage->data;
+    char *ob = (char *)mt_tensor_data(out);
+    const char *ab = (const char *)a->storage->data, *bb = (const char *)b->storage->data;
     if (rows == 1) {
-        /* Split the long row among threads. */
+        /* Split the long row among threads; rows == 1 means one row of the
+         * last dim or fully contiguous operands: both start at their offset
+         * and step by sa / sb. */
 #pragma omp parallel if (len > PAR_MIN)
         {
             int nt = omp_get_num_threads(), t = omp_get_thread_num();
             int64_t chunk = (len + nt - 1) / nt, s = t * chunk, e = s + chunk < len ? s + chunk : len;
-            if (s < e) {
-                /* rows == 1 means one row of the last dim or fully contiguous
-                 * operands: both start at their offset and step by sa / sb. */
-                const float *pa = ab + a->offset + s * sa, *pb = bb + b->offset + s * sb;
-                float *po = ob + s;
-                {
-                    int64_t len = e - s;
-                    switch (op) {
-                    case MT_BIN_ADD: BIN_LOOP(x + y); break;
-                    case MT_BIN_SUB: BIN_LOOP(x - y); break;
-                    case MT_BIN_MUL: BIN_LOOP(x * y); break;
-                    case MT_BIN_DIV: BIN_LOOP(x / y); break;
-                    default: BIN_LOOP(bin_apply(op, x, y)); break;
-                    }
-                }
-            }
+            if (s < e)
+                row(op, ob + s * es, ab + (a->offset + s * sa) * es, sa, bb + (b->offset + s * sb) * es, sb,
+                    e - s);
         }
         return;
     }
 #pragma omp parallel for if (n > PAR_MIN) schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *pa = ab + row_offset(a, it.nd, r), *pb = bb + row_offset(b, it.nd, r);
-        float *po = ob + r * len;
-        switch (op) {
-        case MT_BIN_ADD: BIN_LOOP(x + y); break;
-        case MT_BIN_SUB: BIN_LOOP(x - y); break;
-        case MT_BIN_MUL: BIN_LOOP(x * y); break;
-        case MT_BIN_DIV: BIN_LOOP(x / y); break;
-        default: BIN_LOOP(bin_apply(op, x, y)); break;
-        }
-    }
+    for (int64_t r = 0; r < rows; r++)
+        row(op, ob + r * len * es, ab + row_offset(a, it.nd, r) * es, sa, bb + row_offset(b, it.nd, r) * es, sb,
+            len);
 }
 
 static inline float gelu_f(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }

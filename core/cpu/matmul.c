@@ -71,28 +71,14 @@ void mt_cpu_gemm(mt_tensor *c, const mt_tensor *a, const mt_tensor *b, int trans
     MT_KERNEL_DTYPE_CHECK("gemm", a, MT_F32);
     MT_KERNEL_DTYPE_CHECK("gemm", b, MT_F32);
     MT_KERNEL_DTYPE_CHECK("gemm", c, MT_F32);
-    mt_gemm_operand oa, ob, oc;
-    mt_gemm_operand_init(&oa, a, "a");
-    mt_gemm_operand_init(&ob, b, "b");
-    mt_gemm_operand_init(&oc, c, "c");
-    int64_t m = trans_a ? oa.cols : oa.rows, k = trans_a ? oa.rows : oa.cols;
-    int64_t kb = trans_b ? ob.cols : ob.rows, n = trans_b ? ob.rows : ob.cols;
-    int64_t nb = oc.batch;
-    char sa[96], sb[96], sc[96];
-    MT_CHECK_MSG(k == kb && oc.rows == m && oc.cols == n && (oa.batch == nb || oa.batch == 1) &&
-                     (ob.batch == nb || ob.batch == 1) &&
-                     (nb == 1 || oc.bstride >= oc.rows * oc.ld),
-                 "gemm: shapes a %s%s, b %s%s, c %s do not match",
-                 mt_tensor_shape_str(a, sa, sizeof sa), trans_a ? "^T" : "",
-                 mt_tensor_shape_str(b, sb, sizeof sb), trans_b ? "^T" : "",
-                 mt_tensor_shape_str(c, sc, sizeof sc));
+    mt_gemm_plan gp;
+    mt_gemm_plan_init(&gp, c, a, b, trans_a, trans_b);
+    const mt_gemm_operand oa = gp.a, ob = gp.b, oc = gp.c;
+    const int64_t m = gp.m, n = gp.n, k = gp.k, nb = gp.batch;
     if (nb == 0 || m == 0 || n == 0) return;
     const float *pa = MT_F32P(a), *pb = MT_F32P(b);
     float *pc = MT_F32P(c);
-    /* b broadcast over a batch stored contiguously (no transpose of a):
-     * one product with the batch folded into the rows. */
-    if (nb > 1 && ob.bstride == 0 && oa.bstride == oa.rows * oa.ld && !trans_a &&
-        oc.bstride == oc.rows * oc.ld && oa.ld == oa.cols && oc.ld == oc.cols) {
+    if (gp.fold_batch) { /* one product with the batch folded into the rows */
         sgemm(0, trans_b, nb * m, n, k, alpha, pa, oa.ld, pb, ob.ld, beta, pc, oc.ld);
         return;
     }

@@ -72,21 +72,11 @@ extern "C" void mt_cuda_gemm(mt_tensor *c, const mt_tensor *a, const mt_tensor *
     if (a->dtype != MT_BF16) MT_KERNEL_DTYPE_CHECK("gemm", a, MT_F32);
     MT_KERNEL_DTYPE_CHECK("gemm", b, a->dtype);
     if (c->dtype != a->dtype) MT_KERNEL_DTYPE_CHECK("gemm", c, MT_F32);
-    mt_gemm_operand oa, ob, oc;
-    mt_gemm_operand_init(&oa, a, "a");
-    mt_gemm_operand_init(&ob, b, "b");
-    mt_gemm_operand_init(&oc, c, "c");
-    int64_t m = trans_a ? oa.cols : oa.rows, k = trans_a ? oa.rows : oa.cols;
-    int64_t kb = trans_b ? ob.cols : ob.rows, n = trans_b ? ob.rows : ob.cols;
-    int64_t nb = oc.batch;
-    char sa[96], sb[96], sc[96];
-    MT_CHECK_MSG(k == kb && oc.rows == m && oc.cols == n && (oa.batch == nb || oa.batch == 1) &&
-                     (ob.batch == nb || ob.batch == 1) &&
-                     (nb == 1 || oc.bstride >= oc.rows * oc.ld),
-                 "gemm: shapes a %s%s, b %s%s, c %s do not match",
-                 mt_tensor_shape_str(a, sa, sizeof sa), trans_a ? "^T" : "",
-                 mt_tensor_shape_str(b, sb, sizeof sb), trans_b ? "^T" : "",
-                 mt_tensor_shape_str(c, sc, sizeof sc));
+    mt_gemm_plan gp;
+    mt_gemm_plan_init(&gp, c, a, b, trans_a, trans_b);
+    const mt_gemm_operand oa = gp.a, ob = gp.b, oc = gp.c;
+    int64_t m = gp.m, nb = gp.batch;
+    const int64_t n = gp.n, k = gp.k;
     if (nb == 0 || m == 0 || n == 0) return;
     cudaStream_t st = mt_cuda_stream();
     if (k == 0 || alpha == 0.0f) {
@@ -99,10 +89,7 @@ extern "C" void mt_cuda_gemm(mt_tensor *c, const mt_tensor *a, const mt_tensor *
         });
         return;
     }
-    /* b broadcast over a batch of a stored contiguously (no transpose of a):
-     * one product with the batch folded into the rows (the CPU's rule). */
-    if (nb > 1 && ob.bstride == 0 && oa.bstride == oa.rows * oa.ld && !trans_a &&
-        oc.bstride == oc.rows * oc.ld && oa.ld == oa.cols && oc.ld == oc.cols) {
+    if (gp.fold_batch) { /* one product with the batch folded into the rows */
         m *= nb;
         nb = 1;
     }
