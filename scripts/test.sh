@@ -4,9 +4,12 @@
 # Then builds the bad-input tests (test_config, test_safetensors, test_cli,
 # test_checkpoint, test_json, test_nifti, test_msd, test_prepare, test_predict, test_train_store: those
 # present) with AddressSanitizer + UBSan into
-# build-asan/ and runs them again. Exits non-zero if anything fails.
+# build-asan/ and runs them again. Last, builds the CUDA backend against the
+# CPU emulator (tests/cuda_emu, -DMT_CUDA_EMU=ON) into build-emu/ and runs
+# the gpu-labelled tests there: without a GPU they exit 77 in build/, so this
+# is where the CUDA kernels' logic is tested. Exits non-zero if anything fails.
 #
-#   bash scripts/test.sh [--all] [--no-asan]
+#   bash scripts/test.sh [--all] [--no-asan] [--no-emu]
 #
 # MT_TEST_JOBS: tests run in parallel by CTest (default 1).
 set -euo pipefail
@@ -15,12 +18,14 @@ cd "$(dirname "$0")/.."
 
 all=0
 asan=1
+emu=1
 for arg in "$@"; do
     case "$arg" in
         --all) all=1 ;;
         --no-asan) asan=0 ;;
+        --no-emu) emu=0 ;;
         -h | --help)
-            sed -n '2,10p' "$self" | sed 's/^# \{0,1\}//'
+            sed -n '2,14p' "$self" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -37,6 +42,7 @@ jobs=${MT_TEST_JOBS:-1}
 status=0
 summary_main="(not run)"
 summary_asan="(not run)"
+summary_emu="(not run)"
 
 # Last "N% tests passed, ..." line of a ctest log.
 ctest_summary() {
@@ -106,9 +112,38 @@ if ((asan)); then
     fi
 fi
 
+if ((emu)); then
+    # gpu-labelled tests too slow for the emulator (minutes of fibers and
+    # double-precision reference convolutions): run them on a real GPU.
+    emu_skip='^(test_gpu_train|test_gpu_nccl)$'
+    echo "== CUDA emulator: gpu-labelled tests (build-emu/) =="
+    emu_targets=(medtrain test_emu_runtime test_emu_libs)
+    for f in tests/test_*.c; do
+        if grep -qE 'LABELS:.*\bgpu\b' "$f"; then
+            emu_targets+=("$(basename "$f" .c)")
+        fi
+    done
+    if cmake -S . -B build-emu -DCMAKE_BUILD_TYPE=Release -DMT_CUDA_EMU=ON >/dev/null &&
+        cmake --build build-emu -j"$(nproc)" --target "${emu_targets[@]}"; then
+        if ! ctest --test-dir build-emu --output-on-failure --no-tests=error -j "$jobs" -L gpu -E "$emu_skip" \
+            2>&1 | tee build-emu/ctest.log; then
+            status=1
+        fi
+        summary_emu=$(ctest_summary build-emu/ctest.log)
+        add_counts build-emu/ctest.log
+    else
+        echo "test.sh: the CUDA emulator build failed" >&2
+        summary_emu="(build failed)"
+        status=1
+    fi
+fi
+
 echo "== summary =="
 if ((asan)); then
     echo "asan (bad-input tests): ${summary_asan}"
+fi
+if ((emu)); then
+    echo "cuda emulator (gpu tests): ${summary_emu}"
 fi
 echo "${summary_main:-(no ctest summary: see build/ctest.log)}"
 if [[ -z $summary_main ]]; then
