@@ -657,6 +657,11 @@ static int resolve_warp(Launch *L, int w, int n) {
     return 1;
 }
 
+/* MT_EMU_SCHEDULE=reverse runs blocks and threads last to first: a kernel
+ * whose result depends on the order blocks or threads run in (which a GPU
+ * does not fix) then gives another result. */
+static int g_reverse = -1;
+
 static void run_block(Launch *L, int n) {
     for (int t = 0; t < n; t++) {
         Fiber &f = L->f[t];
@@ -664,7 +669,8 @@ static void run_block(Launch *L, int n) {
         f.state = F_RUN;
     }
     for (;;) {
-        for (int t = 0; t < n && !L->failed; t++) {
+        for (int k = 0; k < n && !L->failed; k++) {
+            int t = g_reverse ? n - 1 - k : k;
             if (L->f[t].state != F_RUN) continue;
             L->cur = t;
             set_tid(t);
@@ -824,10 +830,16 @@ extern "C" void mt_emu_launch_run(const char *name, const struct mt_emu_cfg *c, 
     g_L = &L;
     blockDim = c->block;
     gridDim = c->grid;
+    if (g_reverse < 0) {
+        const char *e = getenv("MT_EMU_SCHEDULE");
+        g_reverse = e && strcmp(e, "reverse") == 0;
+    }
     for (unsigned z = 0; z < c->grid.z && !L.failed; z++)
         for (unsigned y = 0; y < c->grid.y && !L.failed; y++)
             for (unsigned x = 0; x < c->grid.x && !L.failed; x++) {
-                blockIdx.x = x, blockIdx.y = y, blockIdx.z = z;
+                blockIdx.x = g_reverse ? c->grid.x - 1 - x : x;
+                blockIdx.y = g_reverse ? c->grid.y - 1 - y : y;
+                blockIdx.z = g_reverse ? c->grid.z - 1 - z : z;
                 run_block(&L, n);
             }
     g_L = NULL;
