@@ -18,7 +18,7 @@
  * Emulator checks beyond cuBLAS's own (undefined behaviour on a GPU): C
  * batches that overlap, scalars in the wrong memory for the pointer mode, a
  * workspace set by cublasSetWorkspace that is no longer allocated. Failures
- * print one line on stderr unless MT_EMU_LIBS_QUIET is set (not "0"). */
+ * print one line on stderr (mt_emu_report; MT_EMU_QUIET silences it). */
 #include "cublas_v2.h"
 
 #include <algorithm>
@@ -43,20 +43,13 @@ struct cublasContext {
 
 namespace {
 
-bool quiet() {
-    const char *s = getenv("MT_EMU_LIBS_QUIET");
-    return s && *s && strcmp(s, "0") != 0;
-}
-
 cublasStatus_t fail(cublasStatus_t st, const char *fn, const char *fmt, ...) {
-    if (!quiet()) {
-        fprintf(stderr, "[emu cuBLAS] %s: ", fn);
-        va_list ap;
-        va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
-        va_end(ap);
-        fprintf(stderr, " -> %s\n", cublasGetStatusName(st));
-    }
+    char msg[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    mt_emu_report("cuBLAS", "%s: %s -> %s", fn, msg, cublasGetStatusName(st));
     return st;
 }
 

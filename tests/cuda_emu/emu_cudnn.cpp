@@ -21,7 +21,7 @@
  * dilation, both convolution modes. Two algorithms per pass "run" (one
  * without workspace, one with a few KiB); the others report NOT_SUPPORTED.
  *
- * Failures print one line on stderr (unless MT_EMU_LIBS_QUIET is set to a
+ * Failures print one line on stderr (mt_emu_report; silenced by MT_EMU_QUIET set to a
  * value other than 0) naming the function, the argument and the status. */
 #include "cudnn.h"
 
@@ -71,20 +71,13 @@ namespace {
 
 /* ------------------------------------------------------------ diagnostics */
 
-bool quiet() {
-    const char *s = getenv("MT_EMU_LIBS_QUIET");
-    return s && *s && strcmp(s, "0") != 0;
-}
-
 cudnnStatus_t fail(cudnnStatus_t st, const char *fn, const char *fmt, ...) {
-    if (!quiet()) {
-        fprintf(stderr, "[emu cuDNN] %s: ", fn);
-        va_list ap;
-        va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
-        va_end(ap);
-        fprintf(stderr, " -> %s\n", cudnnGetErrorString(st));
-    }
+    char msg[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    mt_emu_report("cuDNN", "%s: %s -> %s", fn, msg, cudnnGetErrorString(st));
     return st;
 }
 

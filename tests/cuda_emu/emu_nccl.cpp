@@ -20,12 +20,6 @@ struct ncclComm {
     int dead;
 };
 
-static void report(const char *fmt, const char *a, long long b) {
-    fprintf(stderr, "cuda emulator (nccl): ");
-    fprintf(stderr, fmt, a, b);
-    fprintf(stderr, "\n");
-}
-
 extern "C" ncclResult_t ncclGetVersion(int *version) {
     *version = 22800; /* the API level emulated */
     return ncclSuccess;
@@ -62,18 +56,18 @@ extern "C" ncclResult_t ncclCommInitRank(ncclComm_t *out, int nranks, ncclUnique
     int init = 0;
     MPI_Initialized(&init);
     if (!init) {
-        report("%s (%lld)", "ncclCommInitRank needs MPI (the emulator's NCCL runs over it)", 0);
+        mt_emu_report("NCCL", "ncclCommInitRank needs MPI (the emulator's NCCL runs over it)");
         return ncclSystemError;
     }
     if (memcmp(id.internal, MAGIC, sizeof MAGIC) != 0) {
-        report("%s (rank %lld)", "ncclCommInitRank: the unique id was not made by ncclGetUniqueId", rank);
+        mt_emu_report("NCCL", "ncclCommInitRank: the unique id was not made by ncclGetUniqueId (rank %d)", rank);
         return ncclInvalidArgument;
     }
     int wsize = 0, wrank = 0;
     MPI_Comm_size(MPI_COMM_WORLD, &wsize);
     MPI_Comm_rank(MPI_COMM_WORLD, &wrank);
     if (nranks != wsize || rank != wrank || rank < 0 || rank >= nranks) {
-        report("%s (%lld)", "ncclCommInitRank: rank/nranks do not match the MPI world", (long long)rank);
+        mt_emu_report("NCCL", "ncclCommInitRank: rank %d of %d does not match the MPI world (rank %d of %d)", rank, nranks, wrank, wsize);
         return ncclInvalidArgument;
     }
     /* every rank must hold rank 0's id */
@@ -82,7 +76,7 @@ extern "C" ncclResult_t ncclCommInitRank(ncclComm_t *out, int nranks, ncclUnique
     int same = memcmp(root.internal, id.internal, NCCL_UNIQUE_ID_BYTES) == 0, all = 0;
     MPI_Allreduce(&same, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
     if (!all) {
-        report("%s (rank %lld)", "ncclCommInitRank: ranks were given different unique ids", rank);
+        mt_emu_report("NCCL", "ncclCommInitRank: ranks were given different unique ids (rank %d)", rank);
         return ncclInvalidUsage;
     }
     ncclComm *c = (ncclComm *)calloc(1, sizeof *c);
@@ -115,7 +109,7 @@ extern "C" ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count
                                       ncclRedOp_t op, ncclComm_t c, cudaStream_t stream) {
     (void)stream;
     if (!c || c->dead) {
-        report("%s (%lld)", "ncclAllReduce on a destroyed or aborted communicator", 0);
+        mt_emu_report("NCCL", "ncclAllReduce on a destroyed or aborted communicator");
         return ncclInvalidUsage;
     }
     MPI_Datatype t;
@@ -125,17 +119,16 @@ extern "C" ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count
     case ncclFloat64: t = MPI_DOUBLE, es = 8; break;
     case ncclInt32: t = MPI_INT, es = 4; break;
     default:
-        report("%s (%lld)", "ncclAllReduce: data type not emulated", (long long)dt);
+        mt_emu_report("NCCL", "ncclAllReduce: data type %d not emulated", (int)dt);
         return ncclInvalidArgument;
     }
     if (op != ncclSum) {
-        report("%s (%lld)", "ncclAllReduce: only ncclSum is emulated", (long long)op);
+        mt_emu_report("NCCL", "ncclAllReduce: reduction %d not emulated (only ncclSum)", (int)op);
         return ncclInvalidArgument;
     }
     if (count == 0) return ncclSuccess;
     if (!mt_emu_is_device_ptr(send, count * es) || !mt_emu_is_device_ptr(recv, count * es)) {
-        report("%s (%lld elements)", "ncclAllReduce: a buffer is not device memory of that size",
-               (long long)count);
+        mt_emu_report("NCCL", "ncclAllReduce: a buffer is not device memory of %zu elements", count);
         return ncclInvalidArgument;
     }
     if (count > (size_t)0x7fffffff) return ncclInvalidArgument;

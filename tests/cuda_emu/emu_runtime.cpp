@@ -49,14 +49,17 @@ static cudaError_t ret(cudaError_t e) {
         if (g_sticky != cudaSuccess) return ret(g_sticky); \
     } while (0)
 
-static void emu_report(const char *fmt, ...) {
+extern "C" void mt_emu_report(const char *who, const char *fmt, ...) {
+    const char *q = getenv("MT_EMU_QUIET");
+    if (q && *q && strcmp(q, "0") != 0) return;
+    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "cuda emulator: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    fprintf(stderr, "cuda emulator%s%s%s: %s\n", who ? " (" : "", who ? who : "", who ? ")" : "", msg);
 }
+#define emu_report(...) mt_emu_report(NULL, __VA_ARGS__)
 
 extern "C" const char *cudaGetErrorName(cudaError_t e) {
     switch (e) {

@@ -112,6 +112,9 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end);
 /* Emulator only: 1 when p was returned by cudaMalloc and not yet freed (the
  * fake cuDNN / cuBLAS use it to reject host pointers as a GPU would fault). */
 int mt_emu_is_device_ptr(const void *p, size_t nbytes);
+/* Emulator only: one line on stderr, "cuda emulator (who): ..." (who may be
+ * NULL); MT_EMU_QUIET=1 silences these reports (tests that provoke errors). */
+void mt_emu_report(const char *who, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #ifdef __cplusplus
 }
