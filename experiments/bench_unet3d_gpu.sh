@@ -358,7 +358,9 @@ EOF
 nsys_note=""
 report() {
     local md=""
-    [[ -n ${OUT:-} ]] && md=$OUT/bench_unet3d_gpu.md
+    if [[ -n ${OUT:-} ]]; then
+        mkdir -p "$OUT" && md=$OUT/bench_unet3d_gpu.md
+    fi
     "$rpy" "$tmp/report.py" "$tmp" "$gpu_line" "$peak_note" "$md" "$budget" "$((SECONDS - t_start))" \
         "$torch_note" "$nsys_note"
 }
@@ -526,6 +528,5 @@ torch_row torch_tf32 tf32 90 --layout "$lay" --no-compile
 torch_row torch_fp32 fp32 90 --layout "$lay" --no-compile
 
 echo
-report
-if [[ -n ${OUT:-} ]]; then say "report written to $OUT/bench_unet3d_gpu.md"; fi
+if report && [[ -n ${OUT:-} ]]; then say "report written to $OUT/bench_unet3d_gpu.md"; fi
 exit $((ours_ok == 0 ? 0 : 1))
