@@ -389,6 +389,7 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOperation
                                           long long int strideC, int batchCount, cublasComputeType_t computeType,
                                           cublasGemmAlgo_t algo) {
     const char *fn = "cublasGemmStridedBatchedEx";
+    mt_emu_stat(fn, 0);
     cublasStatus_t st;
     if ((st = check_handle(fn, handle))) return st;
     auto op_ok = [](cublasOperation_t o) { return o == CUBLAS_OP_N || o == CUBLAS_OP_T || o == CUBLAS_OP_C; };

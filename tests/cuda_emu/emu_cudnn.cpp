@@ -589,6 +589,7 @@ cudnnStatus_t run(const char *fn, Pass pass, cudnnHandle_t h, const void *alpha,
                   const void *x, const cudnnFilterStruct *wd, const void *w, const cudnnConvolutionStruct *cd,
                   const cudnnTensorStruct *yd, const void *y, int algo, void *ws, size_t ws_size, const void *beta) {
     cudnnStatus_t st;
+    mt_emu_stat(fn, 0);
     if ((st = check_handle(fn, h))) return st;
     Geom g;
     if ((st = check_problem(fn, pass, xd, wd, cd, yd, &g))) return st;

@@ -25,7 +25,9 @@
 #include <unistd.h>
 #include <ucontext.h>
 
+#include <algorithm>
 #include <map>
+#include <string>
 #include <set>
 #include <vector>
 
@@ -60,6 +62,42 @@ extern "C" void mt_emu_report(const char *who, const char *fmt, ...) {
     fprintf(stderr, "cuda emulator%s%s%s: %s\n", who ? " (" : "", who ? who : "", who ? ")" : "", msg);
 }
 #define emu_report(...) mt_emu_report(NULL, __VA_ARGS__)
+
+/* ------------------------------------------------------------ call census */
+
+struct Stat {
+    unsigned long long calls, threads;
+};
+static pthread_mutex_t g_stat_lock = PTHREAD_MUTEX_INITIALIZER;
+static std::map<std::string, Stat> *g_stats;
+
+static void print_stats(void) {
+    std::vector<std::pair<std::string, Stat>> v(g_stats->begin(), g_stats->end());
+    std::sort(v.begin(), v.end(), [](const auto &a, const auto &b) { return a.second.calls > b.second.calls; });
+    unsigned long long kernels = 0, other = 0;
+    for (auto &e : v) (e.second.threads ? kernels : other) += e.second.calls;
+    fprintf(stderr, "cuda emulator: %llu kernel launches, %llu library calls and copies\n", kernels, other);
+    for (auto &e : v)
+        fprintf(stderr, "  %10llu  %-48s %14llu threads\n", e.second.calls, e.first.c_str(), e.second.threads);
+}
+
+extern "C" void mt_emu_stat(const char *name, unsigned long long threads) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("MT_EMU_STATS");
+        on = e && *e && strcmp(e, "0") != 0;
+    }
+    if (!on) return;
+    pthread_mutex_lock(&g_stat_lock);
+    if (!g_stats) {
+        g_stats = new std::map<std::string, Stat>();
+        atexit(print_stats);
+    }
+    Stat &st = (*g_stats)[name];
+    st.calls++;
+    st.threads += threads;
+    pthread_mutex_unlock(&g_stat_lock);
+}
 
 extern "C" const char *cudaGetErrorName(cudaError_t e) {
     switch (e) {
@@ -435,6 +473,8 @@ extern "C" cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enu
         check_range("cudaMemcpy", "source", src, n, sd) != cudaSuccess)
         return t_last;
     memmove(dst, src, n);
+    mt_emu_stat(dd && sd ? "cudaMemcpy device->device" : dd ? "cudaMemcpy host->device" : "cudaMemcpy device->host",
+                0);
     return cudaSuccess;
 }
 extern "C" cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, enum cudaMemcpyKind k) {
@@ -446,6 +486,7 @@ extern "C" cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s)
     if (n == 0) return cudaSuccess;
     if (check_range("cudaMemset", "destination", p, n, 1) != cudaSuccess) return t_last;
     memset(p, v, n);
+    mt_emu_stat("cudaMemset", 0);
     return cudaSuccess;
 }
 extern "C" cudaError_t cudaMemset(void *p, int v, size_t n) { return cudaMemsetAsync(p, v, n, 0); }
@@ -824,6 +865,8 @@ static void install_fault_handler(void) {
 extern "C" void mt_emu_launch_run(const char *name, const struct mt_emu_cfg *c, void (*fn)(void *),
                                   void *ctx) {
     if (g_sticky != cudaSuccess) return;
+    mt_emu_stat(name, (unsigned long long)c->grid.x * c->grid.y * c->grid.z * c->block.x * c->block.y *
+                          c->block.z);
     pthread_mutex_lock(&g_launch_lock);
     install_fault_handler();
     Launch L;

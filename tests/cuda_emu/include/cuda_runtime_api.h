@@ -115,6 +115,11 @@ int mt_emu_is_device_ptr(const void *p, size_t nbytes);
 /* Emulator only: one line on stderr, "cuda emulator (who): ..." (who may be
  * NULL); MT_EMU_QUIET=1 silences these reports (tests that provoke errors). */
 void mt_emu_report(const char *who, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Emulator only: counts one call of a kernel / library routine / copy (name
+ * must outlive the process, e.g. a literal). With MT_EMU_STATS=1 the counts
+ * are printed to stderr at exit: how many launches and library calls a run
+ * issues, which on a GPU each cost microseconds of launch latency. */
+void mt_emu_stat(const char *name, unsigned long long threads);
 
 #ifdef __cplusplus
 }
