@@ -414,7 +414,17 @@ void mt_weights_free(mt_weights *w) {
     free(w->path);
     free(w->normalization);
     free(w->dataset_name);
+    free(w->written_by);
+    free(w->skipped_config);
     memset(w, 0, sizeof *w);
+}
+
+void mt_weights_print_note(const mt_weights *w, FILE *f) {
+    if (!w->skipped_config) return;
+    fprintf(f,
+            "medtrain: note: %s was written by medtrain %s; this version (%s) ignored settings it does not know "
+            "and that do not define the model: %s\n",
+            w->path, w->written_by ? w->written_by : "unknown", MT_VERSION, w->skipped_config);
 }
 
 mt_status mt_weights_load(const char *path, mt_weights *w) {
@@ -440,7 +450,13 @@ mt_status mt_weights_load(const char *path, mt_weights *w) {
     }
     char cname[1100];
     snprintf(cname, sizeof cname, "%s: metadata \"config\"", path);
-    if ((s = mt_config_parse_string(&w->cfg, yaml, cname, 0, NULL))) goto done;
+    const char *ver = mt_safetensors_get_meta(&st, "medtrain_version");
+    w->written_by = xstrdup(ver ? ver : "unknown");
+    if ((s = mt_config_parse_stored(&w->cfg, yaml, cname, &w->skipped_config))) {
+        if (ver && strcmp(ver, MT_VERSION))
+            mt_error_prefix(s, "(written by medtrain %s; this is %s) ", ver, MT_VERSION);
+        goto done;
+    }
     mt_unet3d_config mc;
     if ((s = mt_train_model_config(w->cfg, &mc))) goto done;
     w->in_channels = mc.in_channels;

@@ -25,6 +25,8 @@
 #include "core/rng.h"
 #include "data/h5store.h"
 #include "data/preprocess.h"
+#include <stdio.h>
+
 #include "launch/config.h"
 #include "launch/safetensors.h"
 #include "layers/module.h"
@@ -80,6 +82,8 @@ typedef struct {
     mt_prep_plan plan;     /* valid when has_plan */
     char **channel_names;  /* [plan.num_channels] when has_plan, else NULL */
     char *dataset_name;    /* when has_plan, else NULL */
+    char *written_by;      /* "medtrain_version" metadata ("unknown" when absent) */
+    char *skipped_config;  /* stored config keys this version skipped (mt_config_parse_stored), or NULL */
 } mt_weights;
 
 /* Loads a weight file (format medtrain-weights) or a checkpoint (format
@@ -91,6 +95,10 @@ typedef struct {
 mt_status mt_weights_load(const char *path, mt_weights *w);
 /* Frees everything of w (a zeroed w is fine). */
 void mt_weights_free(mt_weights *w);
+/* When w's stored config had settings this version skipped (a file from
+ * another medtrain version), one "note:" line on f naming them and the
+ * version that wrote the file; nothing otherwise. */
+void mt_weights_print_note(const mt_weights *w, FILE *f);
 /* Moves the loaded model (mt_weights_load builds it on the CPU) to dev;
  * an unavailable device is an error naming the file and the device. */
 mt_status mt_weights_to_device(mt_weights *w, mt_device dev);

@@ -648,7 +648,27 @@ typedef struct {
     char **seen; /* full keys assigned from this document */
     yaml_mark_t *seen_at;
     int nseen, capseen;
+    /* a config stored in a weight file by (maybe another version of)
+     * medtrain: keys this version does not know, or whose value it cannot
+     * read, are skipped and listed here unless they define the model (see
+     * mt_config_parse_stored); NULL when parsing a user's config */
+    mt_strbuf *skipped;
 } walk_ctx;
+
+/* Keys a weight file's model cannot do without (mt_config_parse_stored). */
+static int defines_model(const char *key) {
+    return !strncmp(key, "model.", 6) || !strcmp(key, "model") || !strcmp(key, "data.patch_size") ||
+           !strncmp(key, "loss.", 5) || !strcmp(key, "loss");
+}
+
+/* In a stored config: skip key (recording why) instead of failing. The
+ * error that s carries is dropped. */
+static mt_status skip_stored(walk_ctx *w, const char *key, const char *why) {
+    if (w->skipped->len) mt_strbuf_puts(w->skipped, ", ");
+    mt_strbuf_printf(w->skipped, "%s (%s)", key, why);
+    mt_error_clear();
+    return MT_OK;
+}
 
 static void assign(mt_config *cfg, int idx, cfg_val *v, const char *where) {
     val_free(&cfg->v[idx]);
@@ -682,7 +702,14 @@ static mt_status walk_mapping(walk_ctx *w, const yaml_node_t *map, const char *p
                     s = fail_at(&w->c, kn->start_mark, "%s: key given twice (first at line %zu)", full.data,
                                 w->seen_at[k].line + 1);
             cfg_val v;
-            if (s == MT_OK) s = convert(&v, &w->c, vn, &g_schema[idx], 0);
+            if (s == MT_OK) {
+                s = convert(&v, &w->c, vn, &g_schema[idx], 0);
+                if (s != MT_OK && w->skipped && !defines_model(full.data)) {
+                    skip_stored(w, full.data, "value not readable by this version");
+                    mt_strbuf_free(&full);
+                    continue;
+                }
+            }
             if (s == MT_OK) {
                 mt_strbuf where;
                 mt_strbuf_init(&where);
@@ -709,6 +736,8 @@ static mt_status walk_mapping(walk_ctx *w, const yaml_node_t *map, const char *p
                             full.data, full.data, got.data);
                 mt_strbuf_free(&got);
             }
+        } else if (w->skipped && !defines_model(full.data)) {
+            s = skip_stored(w, full.data, "unknown to this version");
         } else {
             s = unknown_key(&w->c, kn->start_mark, full.data);
         }
@@ -768,7 +797,7 @@ static mt_status load_document(yaml_document_t *doc, const char *text, size_t le
 }
 
 /* Applies a YAML document's keys to cfg (cfg unchanged on error). */
-static mt_status apply_text(mt_config *cfg, const char *text, size_t len, const char *name) {
+static mt_status apply_text(mt_config *cfg, const char *text, size_t len, const char *name, mt_strbuf *skipped) {
     src_ctx c = {name, NULL, NULL};
     yaml_document_t doc;
     MT_TRY(load_document(&doc, text, len, &c));
@@ -782,7 +811,7 @@ static mt_status apply_text(mt_config *cfg, const char *text, size_t len, const 
                         "train:)");
         } else {
             mt_config *tmp = mt_config_clone(cfg);
-            walk_ctx w = {tmp, c, NULL, NULL, 0, 0};
+            walk_ctx w = {tmp, c, NULL, NULL, 0, 0, skipped};
             s = walk_mapping(&w, root, "");
             for (int k = 0; k < w.nseen; k++) free(w.seen[k]);
             free(w.seen);
@@ -911,12 +940,31 @@ mt_status mt_config_parse_string(mt_config **out, const char *yaml, const char *
     *out = NULL;
     mt_config *cfg = mt_config_default();
     cfg->source = xstrdup(name ? name : "<string>");
-    mt_status s = apply_text(cfg, yaml, strlen(yaml), cfg->source);
+    mt_status s = apply_text(cfg, yaml, strlen(yaml), cfg->source, NULL);
     if (s == MT_OK) s = apply_sets(cfg, nsets, sets);
     if (s != MT_OK) {
         mt_config_free(cfg);
         return s;
     }
+    *out = cfg;
+    return MT_OK;
+}
+
+mt_status mt_config_parse_stored(mt_config **out, const char *yaml, const char *name, char **skipped) {
+    *out = NULL;
+    *skipped = NULL;
+    mt_config *cfg = mt_config_default();
+    cfg->source = xstrdup(name ? name : "<string>");
+    mt_strbuf sk;
+    mt_strbuf_init(&sk);
+    mt_status s = apply_text(cfg, yaml, strlen(yaml), cfg->source, &sk);
+    if (s != MT_OK) {
+        mt_strbuf_free(&sk);
+        mt_config_free(cfg);
+        return s;
+    }
+    *skipped = sk.len ? mt_strbuf_take(&sk) : NULL;
+    mt_strbuf_free(&sk);
     *out = cfg;
     return MT_OK;
 }
@@ -933,7 +981,7 @@ mt_status mt_config_load(mt_config **out, const char *path, int nsets, const cha
     }
     mt_config *cfg = mt_config_default();
     cfg->source = xstrdup(path);
-    s = apply_text(cfg, text, len, path);
+    s = apply_text(cfg, text, len, path, NULL);
     free(text);
     if (s == MT_OK) s = apply_sets(cfg, nsets, sets);
     if (s != MT_OK) {

@@ -78,6 +78,14 @@ mt_status mt_config_load(mt_config **out, const char *path, int nsets, const cha
  * messages and in mt_config_where. */
 mt_status mt_config_parse_string(mt_config **out, const char *yaml, const char *name, int nsets,
                                  const char *const *sets);
+/* A config stored in a weight file or checkpoint, possibly by another version
+ * of medtrain: keys this version does not know, or whose value it cannot
+ * read, are skipped (defaults kept) and listed in *skipped ("key (why), ...";
+ * NULL when none; the caller frees it), except the keys that define the
+ * model (model.*, data.patch_size, loss.*), which fail as in a user's
+ * config: a weight file whose network this version cannot rebuild must not
+ * load as a different one. */
+mt_status mt_config_parse_stored(mt_config **out, const char *yaml, const char *name, char **skipped);
 /* Applies one "key=value" override. On error cfg is unchanged. */
 mt_status mt_config_set(mt_config *cfg, const char *assignment);
 mt_config *mt_config_clone(const mt_config *cfg);

@@ -334,6 +334,7 @@ mt_status mt_evaluate_run(const mt_evaluate_options *o, mt_eval_results *res_out
         c.w = o->weights;
     } else {
         MT_TRY(mt_weights_load(o->weights_path, &c.wl));
+        if (o->progress) mt_weights_print_note(&c.wl, stderr);
         if ((s = mt_predict_set_device(&c.wl, &o->predict)) != MT_OK) {
             mt_weights_free(&c.wl);
             return s;

@@ -558,6 +558,7 @@ int mt_predict_cli(int argc, char **argv) {
         mt_weights_free(&w);
         return 1;
     }
+    if (!quiet) mt_weights_print_note(&w, stderr);
     int rc = 0;
     mt_status s = MT_OK;
     pcase_list cases = {0};

@@ -6,7 +6,9 @@
  *  - the plan <-> JSON round trip (non-finite clip bounds included);
  *  - mt_weights_save / mt_weights_load: plan, channel and class names,
  *    weights; a checkpoint loads too; errors name the file (not medtrain,
- *    missing "config", shape mismatch, truncated);
+ *    missing "config", shape mismatch, truncated); a file from another
+ *    medtrain version loads with the settings this one does not know
+ *    skipped and noted, unless they define the model;
  *  - `medtrain predict` (the real executable): a file -> a NIfTI with the
  *    input's header geometry, u8 labels in [0, K), equal to the in-process
  *    mt_predict_case; a folder -> one file per case; without resampling or
@@ -392,6 +394,68 @@ int main(void) {
         st = mt_weights_load(P("trunc.safetensors"), &bad);
         CHECK_MSG(st != MT_OK && strstr(mt_error_msg(), "trunc.safetensors"), "%s", mt_error_msg());
     }
+    /* a weight file from another medtrain version: settings this version does
+     * not know (or cannot read) are skipped with a note unless they define the
+     * model, which fails naming the key and the writer's version */
+    {
+        mt_safetensors s3;
+        mt_safetensors_init(&s3);
+        MT_CHECK(mt_safetensors_load(&s3, P("w.safetensors")) == MT_OK);
+        const char *yaml = mt_safetensors_get_meta(&s3, "config");
+        MT_CHECK(yaml);
+        char *later = malloc(strlen(yaml) + 400);
+        sprintf(later, "%s\ntelemetry: {endpoint: none}\n", yaml);
+        /* a key added to train:, and optim.name with a value this version lacks */
+        char *t = strstr(later, "train:\n");
+        MT_CHECK(t);
+        mt_strbuf y;
+        mt_strbuf_init(&y);
+        mt_strbuf_printf(&y, "%.*strain:\n  future_knob: 3\n%s", (int)(t - later), later, t + strlen("train:\n"));
+        char *yy = mt_strbuf_take(&y);
+        char *on = strstr(yy, "  name: sgd");
+        if (!on) on = strstr(yy, "  name: adamw");
+        MT_CHECK(on);
+        mt_strbuf y2;
+        mt_strbuf_init(&y2);
+        mt_strbuf_printf(&y2, "%.*s  name: lion%s", (int)(on - yy), yy, strchr(on, '\n'));
+        char *ystored = mt_strbuf_take(&y2);
+        mt_safetensors_set_meta(&s3, "config", ystored);
+        mt_safetensors_set_meta(&s3, "medtrain_version", "9.9.0");
+        MT_CHECK(mt_safetensors_save(&s3, P("later.safetensors")) == MT_OK);
+        mt_weights lw;
+        st = mt_weights_load(P("later.safetensors"), &lw);
+        CHECK_MSG(st == MT_OK, "weights from a later version: %s", mt_error_msg());
+        if (st == MT_OK) {
+            const char *sk = lw.skipped_config ? lw.skipped_config : "";
+            CHECK_MSG(strstr(sk, "train.future_knob (unknown to this version)") && strstr(sk, "telemetry (unknown") &&
+                          strstr(sk, "optim.name (value not readable by this version)") &&
+                          !strcmp(lw.written_by, "9.9.0"),
+                      "skipped: %s", sk);
+            CHECK(lw.num_classes == K && lw.has_plan && lw.in_channels == 1);
+        }
+        mt_weights_free(&lw);
+        /* a model key this version does not know must not load */
+        char *m = strstr(ystored, "model:\n");
+        MT_CHECK(m);
+        mt_strbuf y3;
+        mt_strbuf_init(&y3);
+        mt_strbuf_printf(&y3, "%.*smodel:\n  attention_gates: true\n%s", (int)(m - ystored), ystored,
+                         m + strlen("model:\n"));
+        char *ymodel = mt_strbuf_take(&y3);
+        mt_safetensors_set_meta(&s3, "config", ymodel);
+        MT_CHECK(mt_safetensors_save(&s3, P("later_model.safetensors")) == MT_OK);
+        st = mt_weights_load(P("later_model.safetensors"), &lw);
+        CHECK_MSG(st != MT_OK && strstr(mt_error_msg(), "model.attention_gates: unknown key") &&
+                      strstr(mt_error_msg(), "written by medtrain 9.9.0") &&
+                      strstr(mt_error_msg(), "later_model.safetensors"),
+                  "unknown model key: %s", mt_error_msg());
+        mt_weights_free(&lw);
+        free(ymodel);
+        free(ystored);
+        free(yy);
+        free(later);
+        mt_safetensors_free(&s3);
+    }
 
     /* ---- no resampling, no crop: predict == argmax of direct inference ---- */
     {
@@ -495,6 +559,10 @@ int main(void) {
     } else {
         mkdir(P("out"), 0700);
         EXPECT_RUN(0, "predict: [1/1] case_1", "predict w.safetensors ds/imagesTr/case_1.nii.gz out/c1.nii.gz");
+        /* another version's weight file: a note names what was ignored */
+        EXPECT_RUN(0, "note: later.safetensors was written by medtrain 9.9.0",
+                   "predict later.safetensors ds/imagesTr/case_1.nii.gz out/c1.nii.gz");
+        CHECK_MSG(strstr(g_err, "train.future_knob"), "note lists the skipped key: %s", g_err);
         mt_nifti in, out;
         memset(&out, 0, sizeof out);
         st = mt_nifti_read(P("ds/imagesTr/case_1.nii.gz"), &in);
