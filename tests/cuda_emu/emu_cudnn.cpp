@@ -13,7 +13,8 @@
  * permit TF32 tensor cores (cuDNN 8+; NVIDIA_TF32_OVERRIDE=0 disables TF32),
  * CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION permits down-conversion to fp16,
  * CUDNN_FMA_MATH is true fp32. The emulator always takes the least accurate
- * permitted path, so tolerances that pass here pass on a GPU.
+ * permitted operand rounding, so a test's tolerance is never checked against
+ * a more accurate path than a GPU may take (summation orders still differ).
  *
  * Supported configurations: FLOAT data with FLOAT compute, BFLOAT16 data
  * with FLOAT compute (PSEUDO_BFLOAT16_CONFIG), DOUBLE with DOUBLE; 4-d and 5-d
