@@ -392,6 +392,7 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOperation
     mt_emu_stat(fn, 0);
     cublasStatus_t st;
     if ((st = check_handle(fn, handle))) return st;
+    mt_emu_stream_flush(handle->stream); /* runs in stream order */
     auto op_ok = [](cublasOperation_t o) { return o == CUBLAS_OP_N || o == CUBLAS_OP_T || o == CUBLAS_OP_C; };
     if (!op_ok(transa) || !op_ok(transb))
         return fail(CUBLAS_STATUS_INVALID_VALUE, fn, "transa %d / transb %d is not N, T or C", (int)transa, (int)transb);

@@ -592,6 +592,7 @@ cudnnStatus_t run(const char *fn, Pass pass, cudnnHandle_t h, const void *alpha,
     cudnnStatus_t st;
     mt_emu_stat(fn, 0);
     if ((st = check_handle(fn, h))) return st;
+    mt_emu_stream_flush(h->stream); /* runs in stream order */
     Geom g;
     if ((st = check_problem(fn, pass, xd, wd, cd, yd, &g))) return st;
     double a = 0.0, b = 0.0;
@@ -638,6 +639,7 @@ cudnnStatus_t get_v7(const char *fn, Pass pass, cudnnHandle_t h, const cudnnTens
                      int requested, int *returned, Perf *perf) {
     cudnnStatus_t st;
     if ((st = check_handle(fn, h))) return st;
+    mt_emu_stream_flush(h->stream); /* its timing runs read and write the operands */
     if (!returned || !perf) return fail(CUDNN_STATUS_BAD_PARAM, fn, "returnedAlgoCount or perfResults is NULL");
     if (requested <= 0) return fail(CUDNN_STATUS_BAD_PARAM, fn, "requestedAlgoCount %d <= 0", requested);
     Geom g;
@@ -655,6 +657,7 @@ cudnnStatus_t find_ex(const char *fn, Pass pass, cudnnHandle_t h, const cudnnTen
                       size_t ws_size) {
     cudnnStatus_t st;
     if ((st = check_handle(fn, h))) return st;
+    mt_emu_stream_flush(h->stream); /* its timing runs read and write the operands */
     if (!returned || !perf) return fail(CUDNN_STATUS_BAD_PARAM, fn, "returnedAlgoCount or perfResults is NULL");
     if (requested <= 0) return fail(CUDNN_STATUS_BAD_PARAM, fn, "requestedAlgoCount %d <= 0", requested);
     Geom g;

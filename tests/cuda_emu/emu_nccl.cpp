@@ -107,7 +107,6 @@ extern "C" ncclResult_t ncclCommGetAsyncError(ncclComm_t c, ncclResult_t *e) {
 
 extern "C" ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataType_t dt,
                                       ncclRedOp_t op, ncclComm_t c, cudaStream_t stream) {
-    (void)stream;
     if (!c || c->dead) {
         mt_emu_report("NCCL", "ncclAllReduce on a destroyed or aborted communicator");
         return ncclInvalidUsage;
@@ -132,6 +131,7 @@ extern "C" ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count
         return ncclInvalidArgument;
     }
     if (count > (size_t)0x7fffffff) return ncclInvalidArgument;
+    mt_emu_stream_flush(stream); /* what the stream waits for (its events) runs first */
     int r = MPI_Allreduce(send == recv ? MPI_IN_PLACE : send, recv, (int)count, t, MPI_SUM, c->comm);
     return r == MPI_SUCCESS ? ncclSuccess : ncclSystemError;
 }

@@ -7,13 +7,13 @@
  * kernel pointer argument and library operand is checked to lie inside a live
  * one. A capacity (MT_EMU_MEM_MIB, default 8192) makes cudaMalloc fail as a
  * full GPU would. MT_EMU_DEVICES sets the device count (default 1; 0
- * emulates a machine whose driver sees no GPU). Every call completes before
- * it returns.
+ * emulates a machine whose driver sees no GPU).
  *
  * Errors: a bad launch configuration is a launch error (cudaGetLastError);
  * a fault inside a kernel (trap, divergent barrier or shuffle) prints what
  * happened, which block and thread, and makes the context's error sticky:
- * every later call returns cudaErrorLaunchFailure, as on a GPU. */
+ * every later call returns cudaErrorLaunchFailure, as on a GPU. Work runs
+ * asynchronously and as late as allowed (see "Streams" below). */
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -26,7 +26,10 @@
 #include <ucontext.h>
 
 #include <algorithm>
+#include <deque>
+#include <functional>
 #include <map>
+#include <mutex>
 #include <string>
 #include <set>
 #include <vector>
@@ -192,7 +195,9 @@ extern "C" cudaError_t cudaDeviceGetStreamPriorityRange(int *least, int *greates
     if (greatest) *greatest = -5;
     return cudaSuccess;
 }
+static void flush_all(void);
 extern "C" cudaError_t cudaDeviceSynchronize(void) {
+    flush_all();
     STICKY_CHECK();
     return cudaSuccess;
 }
@@ -295,6 +300,7 @@ static int canaries_ok(const char *kernel) {
 }
 extern "C" cudaError_t cudaFree(void *p) {
     STICKY_CHECK();
+    flush_all(); /* cudaFree waits for the device's work */
     if (!p) return cudaSuccess;
     pthread_mutex_lock(&g_mem_lock);
     auto it = g_dev.find((uintptr_t)p);
@@ -329,6 +335,7 @@ extern "C" cudaError_t cudaHostAlloc(void **p, size_t n, unsigned flags) {
 extern "C" cudaError_t cudaMallocHost(void **p, size_t n) { return cudaHostAlloc(p, n, 0); }
 extern "C" cudaError_t cudaFreeHost(void *p) {
     STICKY_CHECK();
+    flush_all();
     if (!p) return cudaSuccess;
     pthread_mutex_lock(&g_mem_lock);
     auto it = g_pinned.find((uintptr_t)p);
@@ -354,14 +361,83 @@ extern "C" cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
 
 /* ------------------------------------------------------------ streams, events */
 
+/* Streams. The emulator is adversarial about asynchrony, as a busy GPU can
+ * be (MT_EMU_ASYNC=0 instead runs every operation when it is issued, which
+ * reports a kernel's fault at its launch): kernels, memsets, device-to-device copies and copies from or to
+ * page-locked host memory are queued on their stream and run as late as the
+ * program's own synchronisation allows: at cudaStreamSynchronize /
+ * cudaEventSynchronize / cudaDeviceSynchronize, a synchronous copy (the
+ * legacy stream, which waits for blocking streams only), cudaFree, a library
+ * call on the stream, or when another stream that waits on one of its events
+ * needs it. cudaEventQuery answers cudaErrorNotReady once for pending work
+ * (and runs it), so polling loops see both answers. A host buffer reused
+ * before the copy that reads it has run, a stream that forgets to wait for
+ * another's event, or a result read without synchronising then computes
+ * something else, and the tests comparing with the CPU fail. Pageable host
+ * copies stay synchronous with the host, as in CUDA. */
 struct CUstream_st {
     unsigned flags;
+    std::deque<std::function<void()>> q;
+    unsigned long long enq = 0, done = 0; /* operations issued / run */
 };
 struct CUevent_st {
     unsigned flags;
     int recorded;
+    CUstream_st *s = NULL; /* where it was last recorded */
+    unsigned long long pos = 0; /* s->enq at the record */
+    int answered_not_ready = 0;
 };
 static std::set<void *> g_streams, g_events;
+static CUstream_st g_legacy{cudaStreamDefault}; /* stream 0 */
+static std::recursive_mutex g_q_lock;
+
+static int async_mode(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("MT_EMU_ASYNC");
+        on = !(e && !strcmp(e, "0"));
+    }
+    return on;
+}
+static CUstream_st *S(cudaStream_t s) { return s ? s : &g_legacy; }
+
+/* Runs stream s's operations until `upto` of them have run. */
+static void flush_to(CUstream_st *s, unsigned long long upto) {
+    std::lock_guard<std::recursive_mutex> g(g_q_lock);
+    while (s->done < upto && !s->q.empty()) {
+        std::function<void()> op = std::move(s->q.front());
+        s->q.pop_front();
+        op();
+        s->done++;
+    }
+}
+static void flush(CUstream_st *s) { flush_to(s, s->enq); }
+static void flush_all(void) {
+    std::lock_guard<std::recursive_mutex> g(g_q_lock);
+    flush(&g_legacy);
+    for (void *p : g_streams) flush((CUstream_st *)p);
+}
+/* The legacy stream (synchronous copies) waits for itself and for every
+ * blocking stream, not for cudaStreamNonBlocking ones. */
+static void flush_legacy(void) {
+    std::lock_guard<std::recursive_mutex> g(g_q_lock);
+    flush(&g_legacy);
+    for (void *p : g_streams)
+        if (!(((CUstream_st *)p)->flags & cudaStreamNonBlocking)) flush((CUstream_st *)p);
+}
+
+static void enqueue(cudaStream_t st, std::function<void()> op) {
+    if (!async_mode()) {
+        op();
+        return;
+    }
+    std::lock_guard<std::recursive_mutex> g(g_q_lock);
+    CUstream_st *s = S(st);
+    s->q.push_back(std::move(op));
+    s->enq++;
+}
+
+extern "C" void mt_emu_stream_flush(cudaStream_t s) { flush(S(s)); }
 
 static int stream_ok(cudaStream_t s) {
     if (!s) return 1; /* the legacy default stream */
@@ -380,6 +456,7 @@ static int event_ok(cudaEvent_t e) {
 extern "C" cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags) {
     STICKY_CHECK();
     *s = new CUstream_st{flags};
+    std::lock_guard<std::recursive_mutex> g(g_q_lock);
     pthread_mutex_lock(&g_mem_lock);
     g_streams.insert(*s);
     pthread_mutex_unlock(&g_mem_lock);
@@ -392,6 +469,8 @@ extern "C" cudaError_t cudaStreamCreateWithPriority(cudaStream_t *s, unsigned fl
 }
 extern "C" cudaError_t cudaStreamDestroy(cudaStream_t s) {
     if (!s || !stream_ok(s)) return ret(cudaErrorInvalidResourceHandle);
+    std::lock_guard<std::recursive_mutex> g(g_q_lock);
+    flush(s); /* CUDA finishes a destroyed stream's work */
     pthread_mutex_lock(&g_mem_lock);
     g_streams.erase(s);
     pthread_mutex_unlock(&g_mem_lock);
@@ -400,6 +479,8 @@ extern "C" cudaError_t cudaStreamDestroy(cudaStream_t s) {
 }
 extern "C" cudaError_t cudaStreamSynchronize(cudaStream_t s) {
     if (!stream_ok(s)) return ret(cudaErrorInvalidResourceHandle);
+    if (s) flush(s);
+    else flush_legacy();
     STICKY_CHECK();
     return cudaSuccess;
 }
@@ -407,6 +488,11 @@ extern "C" cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsign
     (void)flags;
     if (!stream_ok(s) || !event_ok(e)) return ret(cudaErrorInvalidResourceHandle);
     STICKY_CHECK();
+    if (e->s) {
+        CUstream_st *src = e->s;
+        unsigned long long pos = e->pos;
+        enqueue(s, [src, pos] { flush_to(src, pos); });
+    }
     return cudaSuccess;
 }
 extern "C" cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags) {
@@ -429,15 +515,33 @@ extern "C" cudaError_t cudaEventDestroy(cudaEvent_t e) {
 extern "C" cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
     if (!event_ok(e) || !stream_ok(s)) return ret(cudaErrorInvalidResourceHandle);
     STICKY_CHECK();
+    std::lock_guard<std::recursive_mutex> g(g_q_lock);
     e->recorded = 1;
+    e->s = S(s);
+    e->pos = e->s->enq;
+    e->answered_not_ready = 0;
     return cudaSuccess;
 }
 extern "C" cudaError_t cudaEventQuery(cudaEvent_t e) {
     if (!event_ok(e)) return ret(cudaErrorInvalidResourceHandle);
     STICKY_CHECK();
+    std::lock_guard<std::recursive_mutex> g(g_q_lock);
+    if (e->s && e->s->done < e->pos) {
+        if (!e->answered_not_ready) {
+            e->answered_not_ready = 1;
+            return cudaErrorNotReady; /* not an error: cudaGetLastError stays clean */
+        }
+        flush_to(e->s, e->pos);
+    }
+    STICKY_CHECK();
     return cudaSuccess;
 }
-extern "C" cudaError_t cudaEventSynchronize(cudaEvent_t e) { return cudaEventQuery(e); }
+extern "C" cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+    if (!event_ok(e)) return ret(cudaErrorInvalidResourceHandle);
+    if (e->s) flush_to(e->s, e->pos);
+    STICKY_CHECK();
+    return cudaSuccess;
+}
 extern "C" cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
     if (!event_ok(a) || !event_ok(b)) return ret(cudaErrorInvalidResourceHandle);
     if ((a->flags | b->flags) & cudaEventDisableTiming) return ret(cudaErrorInvalidResourceHandle);
@@ -458,8 +562,8 @@ static cudaError_t check_range(const char *call, const char *what, const void *p
     return cudaSuccess;
 }
 
-extern "C" cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcpyKind k,
-                                       cudaStream_t s) {
+/* sync: the synchronous cudaMemcpy / cudaMemset (legacy stream semantics). */
+static cudaError_t copy(void *dst, const void *src, size_t n, enum cudaMemcpyKind k, cudaStream_t s, int sync) {
     STICKY_CHECK();
     if (!stream_ok(s)) return ret(cudaErrorInvalidResourceHandle);
     if (n == 0) return cudaSuccess;
@@ -472,24 +576,42 @@ extern "C" cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enu
     if (check_range("cudaMemcpy", "destination", dst, n, dd) != cudaSuccess ||
         check_range("cudaMemcpy", "source", src, n, sd) != cudaSuccess)
         return t_last;
-    memmove(dst, src, n);
     mt_emu_stat(dd && sd ? "cudaMemcpy device->device" : dd ? "cudaMemcpy host->device" : "cudaMemcpy device->host",
                 0);
+    /* a pageable host buffer is read or written before the call returns (CUDA
+     * stages it); device and page-locked memory are touched when the copy runs */
+    const void *host = dd && !sd ? src : !dd ? dst : NULL;
+    if (sync || (host && !is_pinned(host, n))) {
+        if (sync) flush_legacy();
+        else flush(S(s));
+        STICKY_CHECK();
+        memmove(dst, src, n);
+        return cudaSuccess;
+    }
+    enqueue(s, [dst, src, n] { memmove(dst, src, n); });
     return cudaSuccess;
 }
+extern "C" cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcpyKind k,
+                                       cudaStream_t s) {
+    return copy(dst, src, n, k, s, 0);
+}
 extern "C" cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, enum cudaMemcpyKind k) {
-    return cudaMemcpyAsync(dst, src, n, k, 0);
+    return copy(dst, src, n, k, 0, 1);
 }
 extern "C" cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s) {
     STICKY_CHECK();
     if (!stream_ok(s)) return ret(cudaErrorInvalidResourceHandle);
     if (n == 0) return cudaSuccess;
     if (check_range("cudaMemset", "destination", p, n, 1) != cudaSuccess) return t_last;
-    memset(p, v, n);
     mt_emu_stat("cudaMemset", 0);
+    enqueue(s, [p, v, n] { memset(p, v, n); });
     return cudaSuccess;
 }
-extern "C" cudaError_t cudaMemset(void *p, int v, size_t n) { return cudaMemsetAsync(p, v, n, 0); }
+extern "C" cudaError_t cudaMemset(void *p, int v, size_t n) {
+    cudaError_t e = cudaMemsetAsync(p, v, n, 0);
+    flush_legacy();
+    return e;
+}
 
 /* ------------------------------------------------------------ kernels */
 
@@ -862,11 +984,8 @@ static void install_fault_handler(void) {
     sigaction(SIGBUS, &sa, NULL);
 }
 
-extern "C" void mt_emu_launch_run(const char *name, const struct mt_emu_cfg *c, void (*fn)(void *),
-                                  void *ctx) {
+static void execute_kernel(const char *name, const struct mt_emu_cfg *c, void (*fn)(void *), void *ctx) {
     if (g_sticky != cudaSuccess) return;
-    mt_emu_stat(name, (unsigned long long)c->grid.x * c->grid.y * c->grid.z * c->block.x * c->block.y *
-                          c->block.z);
     pthread_mutex_lock(&g_launch_lock);
     install_fault_handler();
     Launch L;
@@ -894,4 +1013,15 @@ extern "C" void mt_emu_launch_run(const char *name, const struct mt_emu_cfg *c, 
         t_last = cudaErrorIllegalAddress;
     }
     pthread_mutex_unlock(&g_launch_lock);
+}
+
+extern "C" void mt_emu_launch_run(const char *name, const struct mt_emu_cfg *c, void (*fn)(void *),
+                                  void *ctx, void (*drop)(void *)) {
+    mt_emu_stat(name, (unsigned long long)c->grid.x * c->grid.y * c->grid.z * c->block.x * c->block.y *
+                          c->block.z);
+    mt_emu_cfg cfg = *c;
+    enqueue(c->stream, [name, cfg, fn, ctx, drop] {
+        execute_kernel(name, &cfg, fn, ctx);
+        drop(ctx);
+    });
 }

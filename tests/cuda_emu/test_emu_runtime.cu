@@ -155,6 +155,7 @@ static int fault_copy_range(void) {
 static int fault_past_end(void) {
     float *d = dev_floats(1000);
     past_end_k<<<1, 256>>>(d, 1000); /* reaches the guard page */
+    cudaDeviceSynchronize();          /* (the queued kernel runs here) */
     return 0; /* not reached: the fault handler exits with 139 */
 }
 static int fault_canary(void) {
@@ -173,6 +174,56 @@ static int fault_capacity(void) {
     if (tot != (16u << 20) || fr > (4u << 20) || fr + (1u << 20) < (4u << 20)) return 3;
     cudaFree(a);
     return cudaMalloc(&b, 8 << 20) == cudaSuccess ? 0 : 4;
+}
+
+__global__ void set_k(float *x, float v) { x[threadIdx.x] = v; }
+__global__ void add_k(float *y, const float *x) { y[threadIdx.x] += x[threadIdx.x]; }
+
+/* Work runs as late as the program's synchronisation allows (the default). */
+static void async_semantics(void) {
+    cudaStream_t s1, s2;
+    cudaStreamCreateWithFlags(&s1, cudaStreamNonBlocking);
+    cudaStreamCreateWithFlags(&s2, cudaStreamNonBlocking);
+    float *d = dev_floats(32), *e = dev_floats(32), *pin = NULL, h[32];
+    cudaHostAlloc((void **)&pin, 32 * sizeof(float), 0);
+    for (int i = 0; i < 32; i++) pin[i] = 1.0f;
+    /* a copy from page-locked memory reads it when it runs, not when issued */
+    cudaMemcpyAsync(d, pin, 32 * sizeof(float), cudaMemcpyHostToDevice, s1);
+    for (int i = 0; i < 32; i++) pin[i] = 2.0f; /* the bug the emulator must expose */
+    cudaStreamSynchronize(s1);
+    cudaMemcpy(h, d, sizeof h, cudaMemcpyDeviceToHost);
+    CHECK(h[0] == 2.0f, "a deferred copy from pinned memory read %g (want the later 2)", h[0]);
+    /* a pending event answers cudaErrorNotReady once, then runs its work */
+    cudaEvent_t ev;
+    cudaEventCreateWithFlags(&ev, cudaEventDisableTiming);
+    set_k<<<1, 32, 0, s1>>>(d, 3.0f);
+    cudaEventRecord(ev, s1);
+    cudaError_t q1 = cudaEventQuery(ev), q2 = cudaEventQuery(ev);
+    CHECK(q1 == cudaErrorNotReady && q2 == cudaSuccess && cudaGetLastError() == cudaSuccess,
+          "event query: %d then %d", (int)q1, (int)q2);
+    /* the legacy stream (cudaMemcpy) does not wait for a non-blocking stream */
+    set_k<<<1, 32, 0, s1>>>(d, 4.0f);
+    cudaMemcpy(h, d, sizeof h, cudaMemcpyDeviceToHost);
+    CHECK(h[0] == 3.0f, "cudaMemcpy waited for a non-blocking stream (%g)", h[0]);
+    cudaStreamSynchronize(s1);
+    /* a stream waiting on another's event sees its work; without the wait it need not */
+    set_k<<<1, 32, 0, s1>>>(e, 5.0f);
+    cudaEventRecord(ev, s1);
+    cudaStreamWaitEvent(s2, ev, 0);
+    add_k<<<1, 32, 0, s2>>>(d, e); /* d = 4 + 5 */
+    cudaStreamSynchronize(s2);
+    cudaMemcpy(h, d, sizeof h, cudaMemcpyDeviceToHost);
+    CHECK(h[0] == 9.0f, "cross-stream wait: %g (want 9)", h[0]);
+    set_k<<<1, 32, 0, s1>>>(e, 6.0f);
+    add_k<<<1, 32, 0, s2>>>(d, e); /* no wait: runs before s1's set */
+    cudaStreamSynchronize(s2);
+    cudaMemcpy(h, d, sizeof h, cudaMemcpyDeviceToHost);
+    CHECK(h[0] == 14.0f, "an unordered stream saw the other's later write (%g, want 9 + 5)", h[0]);
+    cudaDeviceSynchronize();
+    cudaEventDestroy(ev);
+    cudaStreamDestroy(s1);
+    cudaStreamDestroy(s2);
+    cudaFreeHost(pin);
 }
 
 int main(void) {
@@ -222,6 +273,8 @@ int main(void) {
     float *dn = dev_floats(4), hn[4];
     cudaMemcpy(hn, dn, sizeof hn, cudaMemcpyDeviceToHost);
     CHECK(hn[0] != hn[0], "new device memory is not NaN-filled");
+
+    if (!(getenv("MT_EMU_ASYNC") && !strcmp(getenv("MT_EMU_ASYNC"), "0"))) async_semantics();
 
     CHECK(in_child(fault_config) == 0, "launch configuration errors (child %d)", in_child(fault_config));
     CHECK(in_child(fault_divergent) == 0, "divergent __syncthreads not reported");

@@ -1,7 +1,8 @@
 /* medtrain CUDA emulator (tests/cuda_emu): stands in for the CUDA runtime
- * API on a machine without a GPU. Device memory is host memory, streams and
- * events complete at once (every call is synchronous), and kernels run on the
- * CPU one block at a time with each CUDA thread a fiber (emu_runtime.cpp).
+ * API on a machine without a GPU. Device memory is host memory, work queued
+ * on streams runs as late as the program's synchronisation allows, and
+ * kernels run on the CPU one block at a time with each CUDA thread a fiber
+ * (emu_runtime.cpp).
  * Only what medtrain's backend calls is here; the values of the enums are the
  * toolkit's. It exists to test the kernels' logic and launch configurations
  * before a GPU is at hand, never to measure anything. */
@@ -120,6 +121,10 @@ void mt_emu_report(const char *who, const char *fmt, ...) __attribute__((format(
  * are printed to stderr at exit: how many launches and library calls a run
  * issues, which on a GPU each cost microseconds of launch latency. */
 void mt_emu_stat(const char *name, unsigned long long threads);
+/* Emulator only: runs what is queued on stream s; the
+ * library stand-ins call it before they compute on s, so they run in stream
+ * order. */
+void mt_emu_stream_flush(cudaStream_t s);
 
 #ifdef __cplusplus
 }

@@ -89,8 +89,10 @@ struct mt_emu_cfg {
     cudaStream_t stream;
 };
 int mt_emu_launch_begin(const char *name, const char *file, int line, const struct mt_emu_cfg *c);
-/* Runs fn(ctx) as every thread of every block. */
-void mt_emu_launch_run(const char *name, const struct mt_emu_cfg *c, void (*fn)(void *), void *ctx);
+/* Queues the launch on its stream (or runs it now when streams are
+ * synchronous): fn(ctx) as every thread of every block, then drop(ctx). */
+void mt_emu_launch_run(const char *name, const struct mt_emu_cfg *c, void (*fn)(void *), void *ctx,
+                       void (*drop)(void *));
 /* Checks a pointer argument of a kernel: NULL or device memory. */
 void mt_emu_check_ptr_arg(const char *name, int index, const void *p);
 }
@@ -243,9 +245,11 @@ static inline void mt_emu_launch(const char *name, const char *file, int line, m
     struct Ctx {
         void (*k)(P...);
         std::tuple<typename std::decay<P>::type...> a;
-    } ctx{kernel, std::tuple<typename std::decay<P>::type...>(std::forward<A>(args)...)};
+    };
+    /* the arguments as of the launch: the kernel may run later (queued on its stream) */
+    Ctx *ctx = new Ctx{kernel, std::tuple<typename std::decay<P>::type...>(std::forward<A>(args)...)};
     int i = 0;
-    std::apply([&](const auto &...v) { (mt_emu_check_arg(name, i++, v), ...); }, ctx.a);
+    std::apply([&](const auto &...v) { (mt_emu_check_arg(name, i++, v), ...); }, ctx->a);
     mt_emu_launch_run(
         name, &cfg,
         [](void *p) {
@@ -253,7 +257,7 @@ static inline void mt_emu_launch(const char *name, const char *file, int line, m
             std::tuple<typename std::decay<P>::type...> mine = c->a; /* per-thread copy */
             std::apply(c->k, mine);
         },
-        &ctx);
+        ctx, [](void *p) { delete (Ctx *)p; });
 }
 
 #endif
