@@ -79,6 +79,26 @@ fi
 summary_main=$(ctest_summary build/ctest.log)
 add_counts build/ctest.log
 
+# One extra build + ctest run: stage TITLE DIR CMAKE_ARGS TARGETS CTEST_ARGS (the
+# last three name arrays). Sets stage_summary to the ctest summary line (or why
+# there is none), adds the counts, and sets status=1 on a failure.
+stage() {
+    local title=$1 dir=$2
+    local -n cm=$3 tg=$4 ct=$5
+    echo "== ${title} (${dir}/) =="
+    if ! { cmake -S . -B "$dir" "${cm[@]}" >/dev/null && cmake --build "$dir" -j"$(nproc)" --target "${tg[@]}"; }; then
+        echo "test.sh: the ${title} build failed" >&2
+        status=1
+        stage_summary="(build failed)"
+        return
+    fi
+    if ! ctest --test-dir "$dir" --output-on-failure --no-tests=error -j "$jobs" "${ct[@]}" 2>&1 | tee "$dir/ctest.log"; then
+        status=1
+    fi
+    add_counts "$dir/ctest.log"
+    stage_summary=$(ctest_summary "$dir/ctest.log")
+}
+
 if ((asan)); then
     asan_tests=()
     for t in test_config test_safetensors test_cli test_checkpoint test_json test_nifti test_msd test_prepare test_predict test_train_store; do
@@ -89,50 +109,31 @@ if ((asan)); then
     if ((${#asan_tests[@]} == 0)); then
         summary_asan="(no bad-input tests present)"
     else
-        echo "== AddressSanitizer + UBSan: ${asan_tests[*]} (build-asan/) =="
         regex="^($(
             IFS='|'
             echo "${asan_tests[*]}"
         ))\$"
-        if cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMT_ASAN=ON -DMT_CUDA=OFF >/dev/null &&
-            cmake --build build-asan -j"$(nproc)" --target medtrain "${asan_tests[@]}"; then
-            export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
-            export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
-            if ! ctest --test-dir build-asan --output-on-failure --no-tests=error -j "$jobs" -R "$regex" -L 'unit|integration' \
-                2>&1 | tee build-asan/ctest.log; then
-                status=1
-            fi
-            summary_asan=$(ctest_summary build-asan/ctest.log)
-            add_counts build-asan/ctest.log
-        else
-            echo "test.sh: the AddressSanitizer build failed" >&2
-            summary_asan="(build failed)"
-            status=1
-        fi
+        export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
+        export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+        asan_cmake=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DMT_ASAN=ON -DMT_CUDA=OFF)
+        asan_targets=(medtrain "${asan_tests[@]}")
+        asan_ctest=(-R "$regex" -L 'unit|integration')
+        stage "AddressSanitizer + UBSan: ${asan_tests[*]}" build-asan asan_cmake asan_targets asan_ctest
+        summary_asan=$stage_summary
     fi
 fi
 
 if ((emu)); then
-    echo "== CUDA emulator: gpu-labelled tests (build-emu/) =="
     emu_targets=(medtrain test_emu_runtime test_emu_libs)
     for f in tests/test_*.c; do
         if grep -qE 'LABELS:.*\bgpu\b' "$f"; then
             emu_targets+=("$(basename "$f" .c)")
         fi
     done
-    if cmake -S . -B build-emu -DCMAKE_BUILD_TYPE=Release -DMT_CUDA_EMU=ON >/dev/null &&
-        cmake --build build-emu -j"$(nproc)" --target "${emu_targets[@]}"; then
-        if ! ctest --test-dir build-emu --output-on-failure --no-tests=error -j "$jobs" -L gpu \
-            2>&1 | tee build-emu/ctest.log; then
-            status=1
-        fi
-        summary_emu=$(ctest_summary build-emu/ctest.log)
-        add_counts build-emu/ctest.log
-    else
-        echo "test.sh: the CUDA emulator build failed" >&2
-        summary_emu="(build failed)"
-        status=1
-    fi
+    emu_cmake=(-DCMAKE_BUILD_TYPE=Release -DMT_CUDA_EMU=ON)
+    emu_ctest=(-L gpu)
+    stage "CUDA emulator: gpu-labelled tests" build-emu emu_cmake emu_targets emu_ctest
+    summary_emu=$stage_summary
 fi
 
 echo "== summary =="
