@@ -68,23 +68,42 @@ extern "C" void mt_emu_report(const char *who, const char *fmt, ...) {
 
 /* ------------------------------------------------------------ call census */
 
+/* MT_EMU_STATS=1 prints the census to stderr at exit; MT_EMU_STATS=PATH
+ * appends it to the file PATH instead, one line per name:
+ *   <calls> <threads> <largest block> <name>
+ * (threads and block 0 for library calls and copies), which
+ * launch_resources.py checks against the kernels' register use. */
 struct Stat {
     unsigned long long calls, threads;
+    unsigned max_block;
 };
 static pthread_mutex_t g_stat_lock = PTHREAD_MUTEX_INITIALIZER;
 static std::map<std::string, Stat> *g_stats;
 
 static void print_stats(void) {
+    const char *dest = getenv("MT_EMU_STATS");
+    if (dest && strcmp(dest, "1") != 0) {
+        FILE *f = fopen(dest, "a");
+        if (!f) {
+            fprintf(stderr, "cuda emulator: cannot append the call census to %s\n", dest);
+            return;
+        }
+        for (auto &e : *g_stats)
+            fprintf(f, "%llu %llu %u %s\n", e.second.calls, e.second.threads, e.second.max_block, e.first.c_str());
+        fclose(f);
+        return;
+    }
     std::vector<std::pair<std::string, Stat>> v(g_stats->begin(), g_stats->end());
     std::sort(v.begin(), v.end(), [](const auto &a, const auto &b) { return a.second.calls > b.second.calls; });
     unsigned long long kernels = 0, other = 0;
     for (auto &e : v) (e.second.threads ? kernels : other) += e.second.calls;
     fprintf(stderr, "cuda emulator: %llu kernel launches, %llu library calls and copies\n", kernels, other);
     for (auto &e : v)
-        fprintf(stderr, "  %10llu  %-48s %14llu threads\n", e.second.calls, e.first.c_str(), e.second.threads);
+        fprintf(stderr, "  %10llu  %-48s %14llu threads (blocks of up to %u)\n", e.second.calls, e.first.c_str(),
+                e.second.threads, e.second.max_block);
 }
 
-extern "C" void mt_emu_stat(const char *name, unsigned long long threads) {
+static void record(const char *name, unsigned long long threads, unsigned block) {
     static int on = -1;
     if (on < 0) {
         const char *e = getenv("MT_EMU_STATS");
@@ -99,8 +118,11 @@ extern "C" void mt_emu_stat(const char *name, unsigned long long threads) {
     Stat &st = (*g_stats)[name];
     st.calls++;
     st.threads += threads;
+    if (block > st.max_block) st.max_block = block;
     pthread_mutex_unlock(&g_stat_lock);
 }
+
+extern "C" void mt_emu_stat(const char *name, unsigned long long threads) { record(name, threads, 0); }
 
 extern "C" const char *cudaGetErrorName(cudaError_t e) {
     switch (e) {
@@ -1017,8 +1039,8 @@ static void execute_kernel(const char *name, const struct mt_emu_cfg *c, void (*
 
 extern "C" void mt_emu_launch_run(const char *name, const struct mt_emu_cfg *c, void (*fn)(void *),
                                   void *ctx, void (*drop)(void *)) {
-    mt_emu_stat(name, (unsigned long long)c->grid.x * c->grid.y * c->grid.z * c->block.x * c->block.y *
-                          c->block.z);
+    unsigned block = c->block.x * c->block.y * c->block.z;
+    record(name, (unsigned long long)c->grid.x * c->grid.y * c->grid.z * block, block);
     mt_emu_cfg cfg = *c;
     enqueue(c->stream, [name, cfg, fn, ctx, drop] {
         execute_kernel(name, &cfg, fn, ctx);
