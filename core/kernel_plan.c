@@ -42,6 +42,26 @@ void mt_gemm_plan_init(mt_gemm_plan *p, const mt_tensor *c, const mt_tensor *a, 
                     p->c.bstride == p->c.rows * p->c.ld && p->a.ld == p->a.cols && p->c.ld == p->c.cols;
 }
 
+void mt_reduce_check_shapes(const mt_tensor *out, const mt_tensor *in) {
+    MT_CHECK_MSG(mt_tensor_is_contiguous(out) && mt_tensor_is_contiguous(in),
+                 "reduce: tensors must be contiguous");
+    char b1[128], b2[128];
+    MT_CHECK_MSG(out->ndim == in->ndim, "reduce: output %s and input %s differ in rank",
+                 mt_tensor_shape_str(out, b1, sizeof b1), mt_tensor_shape_str(in, b2, sizeof b2));
+    for (int d = 0; d < in->ndim; d++)
+        MT_CHECK_MSG(out->shape[d] == in->shape[d] || out->shape[d] == 1,
+                     "reduce: output %s does not fit input %s",
+                     mt_tensor_shape_str(out, b1, sizeof b1), mt_tensor_shape_str(in, b2, sizeof b2));
+}
+
+void mt_pool_check_params(const char *op, const mt_pool_params *p) {
+    for (int a = 0; a < 3; a++)
+        MT_CHECK_MSG(p->kernel[a] > 0 && p->stride[a] > 0 && p->padding[a] >= 0 &&
+                         p->padding[a] <= p->kernel[a] / 2,
+                     "%s: bad geometry on axis %d (kernel %d, stride %d, padding %d)", op, a,
+                     p->kernel[a], p->stride[a], p->padding[a]);
+}
+
 void mt_reduce_plan_init(mt_reduce_plan *p, const mt_tensor *out, const mt_tensor *in) {
     memset(p, 0, sizeof *p);
     int prev = -1;

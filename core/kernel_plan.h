@@ -4,7 +4,8 @@
  *  - gemm operands: a 2-D or 3-D matrix with contiguous rows (batch stride 0
  *    broadcasts);
  *  - reductions: kept and reduced dims merged into groups, outer to inner;
- *  - convolutions: the geometry check of x-side, y-side and weight shapes.
+ *  - convolutions: the geometry check of x-side, y-side and weight shapes;
+ *  - pooling parameters, and the binary ops' arithmetic.
  * Violations are internal errors (MT_CHECK_MSG naming the op and shapes). */
 #ifndef MT_KERNEL_PLAN_H
 #define MT_KERNEL_PLAN_H
@@ -48,6 +49,9 @@ typedef struct {
     int64_t rs[MT_MAX_DIMS], rst[MT_MAX_DIMS];
 } mt_reduce_plan;
 
+/* The reduce slot's shapes: out and in contiguous, out of in's rank with each
+ * dim equal to in's or 1 (the keepdim form). */
+void mt_reduce_check_shapes(const mt_tensor *out, const mt_tensor *in);
 /* out has in's ndim with size 1 in each reduced dim (the reduce slot's keepdim form). */
 void mt_reduce_plan_init(mt_reduce_plan *p, const mt_tensor *out, const mt_tensor *in);
 
@@ -58,6 +62,29 @@ void mt_reduce_plan_init(mt_reduce_plan *p, const mt_tensor *out, const mt_tenso
  * stride: the last input rows are never read). */
 void mt_conv_check_shapes(const char *op, const mt_tensor *x, const mt_tensor *w,
                           const mt_tensor *y, const mt_conv_params *p);
+
+/* Pooling geometry: kernel and stride positive, padding in [0, kernel / 2]. */
+void mt_pool_check_params(const char *op, const mt_pool_params *p);
+
+/* One binary op on two floats, the same on every backend (host and device). */
+#ifdef __CUDACC__
+#define MT_HOST_DEVICE __host__ __device__
+#else
+#define MT_HOST_DEVICE
+#endif
+static inline MT_HOST_DEVICE float mt_binary_apply(int op, float a, float b) {
+    switch (op) {
+    case MT_BIN_ADD: return a + b;
+    case MT_BIN_SUB: return a - b;
+    case MT_BIN_MUL: return a * b;
+    case MT_BIN_DIV: return a / b;
+    case MT_BIN_MAX: return a > b ? a : b;
+    case MT_BIN_MIN: return a < b ? a : b;
+    case MT_BIN_EQ: return a == b ? 1.0f : 0.0f;
+    case MT_BIN_GE: return a >= b ? 1.0f : 0.0f;
+    default: return 0.0f;
+    }
+}
 
 #ifdef __cplusplus
 }

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/cpu/cpu_kernels.h"
+#include "core/kernel_plan.h"
 
 #define PAR_MIN 32768 /* below this many elements, stay on one thread */
 #define BLK 512       /* bf16 paths: elements converted to f32 per block (stack buffers) */
@@ -172,19 +173,6 @@ void mt_cpu_copy(mt_tensor *out, const mt_tensor *in) {
     }
 }
 
-static inline float bin_apply(mt_binary_op op, float a, float b) {
-    switch (op) {
-    case MT_BIN_ADD: return a + b;
-    case MT_BIN_SUB: return a - b;
-    case MT_BIN_MUL: return a * b;
-    case MT_BIN_DIV: return a / b;
-    case MT_BIN_MAX: return a > b ? a : b;
-    case MT_BIN_MIN: return a < b ? a : b;
-    case MT_BIN_EQ: return a == b ? 1.0f : 0.0f;
-    case MT_BIN_GE: return a >= b ? 1.0f : 0.0f;
-    default: return 0;
-    }
-}
 
 #define BIN_LOOP(EXPR)                                                       \
     for (int64_t k = 0; k < len; k++) {                                      \
@@ -200,11 +188,11 @@ static void bin_block(mt_binary_op op, float *po, const float *pa, const float *
     case MT_BIN_SUB: BIN_LOOP(x - y); break;
     case MT_BIN_MUL: BIN_LOOP(x * y); break;
     case MT_BIN_DIV: BIN_LOOP(x / y); break;
-    case MT_BIN_MAX: BIN_LOOP(bin_apply(MT_BIN_MAX, x, y)); break;
-    case MT_BIN_MIN: BIN_LOOP(bin_apply(MT_BIN_MIN, x, y)); break;
-    case MT_BIN_EQ: BIN_LOOP(bin_apply(MT_BIN_EQ, x, y)); break;
-    case MT_BIN_GE: BIN_LOOP(bin_apply(MT_BIN_GE, x, y)); break;
-    default: BIN_LOOP(bin_apply(op, x, y)); break;
+    case MT_BIN_MAX: BIN_LOOP(mt_binary_apply(MT_BIN_MAX, x, y)); break;
+    case MT_BIN_MIN: BIN_LOOP(mt_binary_apply(MT_BIN_MIN, x, y)); break;
+    case MT_BIN_EQ: BIN_LOOP(mt_binary_apply(MT_BIN_EQ, x, y)); break;
+    case MT_BIN_GE: BIN_LOOP(mt_binary_apply(MT_BIN_GE, x, y)); break;
+    default: BIN_LOOP(mt_binary_apply(op, x, y)); break;
     }
 }
 
@@ -231,7 +219,7 @@ static void bin_row_f32(mt_binary_op op, void *po_, const void *pa_, int64_t sa,
     case MT_BIN_SUB: BIN_LOOP(x - y); break;
     case MT_BIN_MUL: BIN_LOOP(x * y); break;
     case MT_BIN_DIV: BIN_LOOP(x / y); break;
-    default: BIN_LOOP(bin_apply(op, x, y)); break;
+    default: BIN_LOOP(mt_binary_apply(op, x, y)); break;
     }
 }
 

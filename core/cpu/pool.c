@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "core/cpu/cpu_kernels.h"
+#include "core/kernel_plan.h"
 
 #define PAR_MIN 32768 /* below this many elements, stay on one thread */
 
@@ -84,14 +85,6 @@ static void covers(cover *cv, const win *t, int64_t in, int64_t out) {
         }
 }
 
-static void check_params(const char *op, const mt_pool_params *p) {
-    for (int a = 0; a < 3; a++)
-        MT_CHECK_MSG(p->kernel[a] > 0 && p->stride[a] > 0 && p->padding[a] >= 0 &&
-                         p->padding[a] <= p->kernel[a] / 2,
-                     "%s: bad geometry on axis %d (kernel %d, stride %d, padding %d)", op, a,
-                     p->kernel[a], p->stride[a], p->padding[a]);
-}
-
 /* ------------------------------------------------------------- max pool */
 
 void mt_cpu_max_pool3d_forward(mt_tensor *y, mt_tensor *indices, const mt_tensor *x,
@@ -108,7 +101,7 @@ void mt_cpu_max_pool3d_forward(mt_tensor *y, mt_tensor *indices, const mt_tensor
     MT_KERNEL_DTYPE_CHECK(op, x, MT_F32);
     MT_KERNEL_DTYPE_CHECK(op, y, MT_F32);
     MT_KERNEL_DTYPE_CHECK(op, indices, MT_I32);
-    check_params(op, p);
+    mt_pool_check_params(op, p);
     dims5 i = dims_of(op, x), o = dims_of(op, y);
     MT_CHECK_MSG(i.d * i.h * i.w <= INT32_MAX, "%s: spatial volume too large for i32 indices", op);
     MT_CHECK_MSG(mt_tensor_numel(indices) == mt_tensor_numel(y), "%s: indices shape", op);
@@ -219,7 +212,7 @@ void mt_cpu_avg_pool3d_forward(mt_tensor *y, const mt_tensor *x, const mt_pool_p
     }
     MT_KERNEL_DTYPE_CHECK(op, x, MT_F32);
     MT_KERNEL_DTYPE_CHECK(op, y, MT_F32);
-    check_params(op, p);
+    mt_pool_check_params(op, p);
     dims5 i = dims_of(op, x), o = dims_of(op, y);
     int inc = p->count_include_pad;
     win *wd = xmalloc(sizeof(win) * (size_t)(o.d + o.h + o.w)), *wh = wd + o.d, *ww = wh + o.h;
@@ -272,7 +265,7 @@ void mt_cpu_avg_pool3d_backward(mt_tensor *dx, const mt_tensor *dy, const mt_poo
     }
     MT_KERNEL_DTYPE_CHECK(op, dx, MT_F32);
     MT_KERNEL_DTYPE_CHECK(op, dy, MT_F32);
-    check_params(op, p);
+    mt_pool_check_params(op, p);
     dims5 i = dims_of(op, dx), o = dims_of(op, dy);
     int inc = p->count_include_pad;
     win *wd = xmalloc(sizeof(win) * (size_t)(o.d + o.h + o.w)), *wh = wd + o.d, *ww = wh + o.h;

@@ -296,15 +296,7 @@ void mt_cpu_reduce(mt_reduce_op op, mt_tensor *out, const mt_tensor *in) {
     MT_KERNEL_DTYPE_CHECK("reduce", out, MT_F32);
     MT_KERNEL_DTYPE_CHECK("reduce", in, MT_F32);
     MT_CHECK_MSG(op >= 0 && op < MT_NUM_REDUCE_OPS, "reduce: bad op %d", (int)op);
-    MT_CHECK_MSG(mt_tensor_is_contiguous(out) && mt_tensor_is_contiguous(in),
-                 "reduce: tensors must be contiguous");
-    char b1[128], b2[128];
-    MT_CHECK_MSG(out->ndim == in->ndim, "reduce: output %s and input %s differ in rank",
-                 mt_tensor_shape_str(out, b1, sizeof b1), mt_tensor_shape_str(in, b2, sizeof b2));
-    for (int d = 0; d < in->ndim; d++)
-        MT_CHECK_MSG(out->shape[d] == in->shape[d] || out->shape[d] == 1,
-                     "reduce: output %s does not fit input %s",
-                     mt_tensor_shape_str(out, b1, sizeof b1), mt_tensor_shape_str(in, b2, sizeof b2));
+    mt_reduce_check_shapes(out, in);
     int64_t n_out = mt_tensor_numel(out), numel = mt_tensor_numel(in);
     if (n_out == 0) return;
     float *y = MT_F32P(out);

@@ -20,6 +20,7 @@
 
 #include "core/cuda/cuda_device.cuh"
 #include "core/cuda/cuda_kernels.h"
+#include "core/kernel_plan.h"
 
 #define EW_THREADS 256
 
@@ -308,19 +309,6 @@ extern "C" void mt_cuda_copy(mt_tensor *out, const mt_tensor *in) {
 
 /* ------------------------------------------------------------ binary */
 
-__device__ __forceinline__ float bin_apply(int op, float a, float b) {
-    switch (op) {
-    case MT_BIN_ADD: return a + b;
-    case MT_BIN_SUB: return a - b;
-    case MT_BIN_MUL: return a * b;
-    case MT_BIN_DIV: return a / b;
-    case MT_BIN_MAX: return a > b ? a : b;
-    case MT_BIN_MIN: return a < b ? a : b;
-    case MT_BIN_EQ: return a == b ? 1.0f : 0.0f;
-    case MT_BIN_GE: return a >= b ? 1.0f : 0.0f;
-    default: return 0.0f;
-    }
-}
 
 /* a, b, out contiguous, one dtype. out may alias a or b (same index). */
 template <typename T, int OP>
@@ -336,12 +324,12 @@ __global__ void binary_contig_k(T *o, const T *a, const T *b, int64_t n, int vec
         for (int64_t i = start; i < nv; i += step) {
             ew_pack<T, V> pa = av[i], pb = bv[i], q;
 #pragma unroll
-            for (int k = 0; k < V; k++) mt_st(&q.v[k], bin_apply(OP, mt_ld(&pa.v[k]), mt_ld(&pb.v[k])));
+            for (int k = 0; k < V; k++) mt_st(&q.v[k], mt_binary_apply(OP, mt_ld(&pa.v[k]), mt_ld(&pb.v[k])));
             ov[i] = q;
         }
         done = nv * V;
     }
-    for (int64_t i = done + start; i < n; i += step) mt_st(o + i, bin_apply(OP, mt_ld(a + i), mt_ld(b + i)));
+    for (int64_t i = done + start; i < n; i += step) mt_st(o + i, mt_binary_apply(OP, mt_ld(a + i), mt_ld(b + i)));
 }
 
 /* out contiguous; a, b strided (broadcast dims stride 0); dtypes may differ. */
@@ -350,7 +338,7 @@ __global__ void binary_strided_k(int op, To *o, const Ta *a, const Tb *b, ew_geo
     for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (I)blockDim.x * gridDim.x) {
         int64_t off[2];
         ew_offsets<I, 2>(g, i, off);
-        mt_st(o + i, bin_apply(op, mt_ld(a + off[0]), mt_ld(b + off[1])));
+        mt_st(o + i, mt_binary_apply(op, mt_ld(a + off[0]), mt_ld(b + off[1])));
     }
 }
 

@@ -34,6 +34,7 @@
 
 #include "core/cuda/cuda_device.cuh"
 #include "core/cuda/cuda_kernels.h"
+#include "core/kernel_plan.h"
 
 namespace {
 
@@ -368,14 +369,6 @@ static void check_pair(const char *op, const mt_tensor *a, const mt_tensor *b, d
                  (long long)da.c, (long long)db.n, (long long)db.c);
 }
 
-static void check_params(const char *op, const mt_pool_params *p) {
-    for (int a = 0; a < 3; a++)
-        MT_CHECK_MSG(p->kernel[a] > 0 && p->stride[a] > 0 && p->padding[a] >= 0 &&
-                         p->padding[a] <= p->kernel[a] / 2,
-                     "%s: bad geometry on axis %d (kernel %d, stride %d, padding %d)", op, a,
-                     p->kernel[a], p->stride[a], p->padding[a]);
-}
-
 static void check_spatial(const char *op, dims5 s) {
     MT_CHECK_MSG(s.d * s.h * s.w <= INT32_MAX / 2 && s.d < INT32_MAX / 2 && s.h < INT32_MAX / 2 &&
                      s.w < INT32_MAX / 2,
@@ -428,7 +421,7 @@ static int small_index(int64_t a, int64_t b) { return a < INT32_MAX && b < INT32
 extern "C" void mt_cuda_max_pool3d_forward(mt_tensor *y, mt_tensor *indices, const mt_tensor *x,
                                            const mt_pool_params *p) {
     const char *op = "max_pool3d_forward";
-    check_params(op, p);
+    mt_pool_check_params(op, p);
     dims5 i = dims_of(op, x), o = dims_of(op, y);
     check_pair(op, y, x, o, i);
     MT_KERNEL_DTYPE_CHECK(op, indices, MT_I32);
@@ -488,7 +481,7 @@ extern "C" void mt_cuda_max_pool3d_backward(mt_tensor *dx, const mt_tensor *dy,
 extern "C" void mt_cuda_avg_pool3d_forward(mt_tensor *y, const mt_tensor *x,
                                            const mt_pool_params *p) {
     const char *op = "avg_pool3d_forward";
-    check_params(op, p);
+    mt_pool_check_params(op, p);
     dims5 i = dims_of(op, x), o = dims_of(op, y);
     check_pair(op, y, x, o, i);
     check_spatial(op, i);
@@ -508,7 +501,7 @@ extern "C" void mt_cuda_avg_pool3d_forward(mt_tensor *y, const mt_tensor *x,
 extern "C" void mt_cuda_avg_pool3d_backward(mt_tensor *dx, const mt_tensor *dy,
                                             const mt_pool_params *p) {
     const char *op = "avg_pool3d_backward";
-    check_params(op, p);
+    mt_pool_check_params(op, p);
     dims5 i = dims_of(op, dx), o = dims_of(op, dy);
     check_pair(op, dx, dy, i, o);
     check_spatial(op, i);

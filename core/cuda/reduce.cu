@@ -392,15 +392,7 @@ extern "C" void mt_cuda_reduce(mt_reduce_op op, mt_tensor *out, const mt_tensor 
                  mt_dtype_name(out->dtype), mt_dtype_name(in->dtype));
     MT_CHECK_MSG(out->storage->device.type == MT_CUDA && in->storage->device.type == MT_CUDA,
                  "reduce (cuda): a tensor is not on the GPU");
-    MT_CHECK_MSG(mt_tensor_is_contiguous(out) && mt_tensor_is_contiguous(in),
-                 "reduce: tensors must be contiguous");
-    char b1[128], b2[128];
-    MT_CHECK_MSG(out->ndim == in->ndim, "reduce: output %s and input %s differ in rank",
-                 mt_tensor_shape_str(out, b1, sizeof b1), mt_tensor_shape_str(in, b2, sizeof b2));
-    for (int d = 0; d < in->ndim; d++)
-        MT_CHECK_MSG(out->shape[d] == in->shape[d] || out->shape[d] == 1,
-                     "reduce: output %s does not fit input %s",
-                     mt_tensor_shape_str(out, b1, sizeof b1), mt_tensor_shape_str(in, b2, sizeof b2));
+    mt_reduce_check_shapes(out, in);
     int64_t n_out = mt_tensor_numel(out), numel = mt_tensor_numel(in);
     if (n_out == 0) return;
     if (numel == 0) { /* reduction over an empty dim: the identity */
