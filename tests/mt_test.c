@@ -210,3 +210,16 @@ void mt_test_read_metrics(const char *path, mt_test_metrics *m) {
     }
     fclose(f);
 }
+
+int mt_test_mkdtemp(char *buf, size_t size, const char *name) {
+    const char *t = getenv("TMPDIR");
+    snprintf(buf, size, "%s/mt_test_%s_XXXXXX", t && *t ? t : "/tmp", name);
+    return mkdtemp(buf) ? 0 : -1;
+}
+
+void mt_test_cleanup(const char *dir) {
+    if (mt_test_failures != 0) return;
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+}

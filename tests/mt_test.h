@@ -28,6 +28,12 @@ void mt_test_check(int ok, const char *file, int line, const char *fmt, ...)
 
 /* Prints the summary line and returns the exit status. */
 int mt_test_finish(void);
+/* A fresh folder $TMPDIR/mt_test_<name>_XXXXXX (/tmp without TMPDIR) into
+ * buf; 0 on success. */
+int mt_test_mkdtemp(char *buf, size_t size, const char *name);
+/* Removes folder dir (a test's scratch) when the test has no failures so far;
+ * a failing test keeps its files to inspect. */
+void mt_test_cleanup(const char *dir);
 
 /* A run's metrics.jsonl (launch/train.c): the logged training losses in
  * order (with their steps) and the last value of any key. */

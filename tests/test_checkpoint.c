@@ -237,16 +237,10 @@ static void test_bad_config(void) {
 }
 
 int main(void) {
-    snprintf(g_tmp, sizeof g_tmp, "%s/mt_test_checkpoint_XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    if (!mkdtemp(g_tmp)) return 1;
+    if (mt_test_mkdtemp(g_tmp, sizeof g_tmp, "checkpoint") != 0) return 1;
     test_bad_config();
     test_resume();
     test_resume_dropout();
-    int rc = mt_test_finish();
-    if (rc == 0) {
-        char cmd[400];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
-        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_tmp);
-    }
-    return rc;
+    mt_test_cleanup(g_tmp);
+    return mt_test_finish();
 }

@@ -538,8 +538,7 @@ static int mpi_worker(const char *dir) {
 
 int main(int argc, char **argv) {
     if (argc > 2 && !strcmp(argv[1], "--mpi-worker")) return mpi_worker(argv[2]);
-    snprintf(g_tmp, sizeof g_tmp, "%s/mt_test_device_XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    if (!mkdtemp(g_tmp)) return 1;
+    if (mt_test_mkdtemp(g_tmp, sizeof g_tmp, "device") != 0) return 1;
     mt_cpu_set_num_threads(2);
     test_no_gpu();
     const mt_backend *prev = mt_loopback_register();
@@ -557,11 +556,6 @@ int main(int argc, char **argv) {
     } else {
         printf("mpirun not found: the data-parallel device run is not checked\n");
     }
-    int rc = mt_test_finish();
-    if (rc == 0) {
-        char cmd[400];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
-        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_tmp);
-    }
-    return rc;
+    mt_test_cleanup(g_tmp);
+    return mt_test_finish();
 }

@@ -91,8 +91,7 @@ int main(int argc, char **argv) {
     }
     setenv("MT_CUDNN_BENCHMARK", "0", 1); /* inherited by the mpirun worker */
     char tmp[256];
-    snprintf(tmp, sizeof tmp, "%s/mt_test_gpu_nccl_XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    if (!mkdtemp(tmp)) return 1;
+    if (mt_test_mkdtemp(tmp, sizeof tmp, "gpu_nccl") != 0) return 1;
     mt_status s = train(tmp, "plain", "auto", 2);
     CHECK_MSG(s == MT_OK, "plain run on the GPU: %s", mt_error_msg());
     char args[600];
@@ -120,10 +119,6 @@ int main(int argc, char **argv) {
     } else {
         printf("2 ranks through NCCL: skipped (%d GPU visible)\n", ndev);
     }
-    rc = mt_test_finish();
-    if (rc == 0) {
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
-    }
-    return rc;
+    mt_test_cleanup(tmp);
+    return mt_test_finish();
 }

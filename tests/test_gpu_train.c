@@ -92,19 +92,12 @@ int main(void) {
     if (!mt_test_have_gpu()) return MT_TEST_SKIP;
     const char *quick = getenv("MT_GPU_TRAIN_QUICK");
     if (quick && *quick && strcmp(quick, "0")) g_steps = 10;
-    snprintf(g_tmp, sizeof g_tmp, "%s/mt_test_gpu_train_XXXXXX",
-             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    if (!mkdtemp(g_tmp)) return 1;
+    if (mt_test_mkdtemp(g_tmp, sizeof g_tmp, "gpu_train") != 0) return 1;
     mt_cpu_set_num_threads(0);
     if (run("cpu32", "cpu", "fp32") && run("gpu32", "cuda:0", "fp32")) compare("cpu32", "gpu32", 2e-3);
     if (run("gputf32", "cuda:0", "tf32")) compare("cpu32", "gputf32", 3e-2);
     if (run("cpu16", "cpu", "bf16-mixed") && run("gpu16", "cuda:0", "bf16-mixed"))
         compare("cpu16", "gpu16", 3e-2);
-    int rc = mt_test_finish();
-    if (rc == 0) {
-        char cmd[400];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
-        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_tmp);
-    }
-    return rc;
+    mt_test_cleanup(g_tmp);
+    return mt_test_finish();
 }

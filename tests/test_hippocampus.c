@@ -30,8 +30,7 @@ int main(void) {
         return 77;
     }
     char tmp[256];
-    snprintf(tmp, sizeof tmp, "%s/mt_test_hippocampus_XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    if (!mkdtemp(tmp)) return 1;
+    if (mt_test_mkdtemp(tmp, sizeof tmp, "hippocampus") != 0) return 1;
     char s_path[400], s_prep[400], s_splits[400], s_dir[400];
     snprintf(s_path, sizeof s_path, "data.hdf5.path=%s/hippo.h5", tmp);
     snprintf(s_prep, sizeof s_prep, "data.hdf5.prepare_from=%s", HIPPO);
@@ -62,11 +61,6 @@ int main(void) {
     } else {
         CHECK_MSG(0, "read %s", p);
     }
-    int rc = mt_test_finish();
-    if (rc == 0) {
-        char cmd[400];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
-    }
-    return rc;
+    mt_test_cleanup(tmp);
+    return mt_test_finish();
 }

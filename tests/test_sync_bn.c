@@ -601,8 +601,7 @@ static void test_train(void) {
     if (!mt_test_mpirun_path()) return;
 
     char tmp[256];
-    snprintf(tmp, sizeof tmp, "%s/mt_test_sync_bn_XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    CHECK(mkdtemp(tmp) != NULL);
+    CHECK(mt_test_mkdtemp(tmp, sizeof tmp, "sync_bn") == 0);
     /* one rank, batch 2: sync_batchnorm accepted, plain batch norm */
     s = train(tmp, "one", 2, "model.sync_batchnorm=true");
     CHECK_MSG(s == MT_OK, "1 rank: %s", mt_error_msg());
@@ -635,10 +634,7 @@ static void test_train(void) {
     CHECK_MSG(system(cmd) == 0, "train.log names sync batch norm (%s/two_sync/train.log)", tmp);
     snprintf(cmd, sizeof cmd, "grep -q 'one rank: plain batch norm' '%s/one/train.log'", tmp);
     CHECK_MSG(system(cmd) == 0, "1 rank: train.log says plain batch norm");
-    if (mt_test_failures == 0) {
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
-    }
+    mt_test_cleanup(tmp);
 }
 
 int main(int argc, char **argv) {

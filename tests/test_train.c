@@ -45,14 +45,8 @@ static void test_learns_phantom(void) {
 }
 
 int main(void) {
-    snprintf(g_tmp, sizeof g_tmp, "%s/mt_test_train_XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    if (!mkdtemp(g_tmp)) return 1;
+    if (mt_test_mkdtemp(g_tmp, sizeof g_tmp, "train") != 0) return 1;
     test_learns_phantom();
-    int rc = mt_test_finish();
-    if (rc == 0) {
-        char cmd[400];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
-        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_tmp);
-    }
-    return rc;
+    mt_test_cleanup(g_tmp);
+    return mt_test_finish();
 }

@@ -93,8 +93,7 @@ int main(int argc, char **argv) {
         return MT_TEST_SKIP;
     }
     char tmp[256];
-    snprintf(tmp, sizeof tmp, "%s/mt_test_train_dist_XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    if (!mkdtemp(tmp)) return 1;
+    if (mt_test_mkdtemp(tmp, sizeof tmp, "train_dist") != 0) return 1;
 
     /* one rank, batch 2 (no mpirun: no MPI) */
     double t = now_s();
@@ -194,10 +193,6 @@ int main(int argc, char **argv) {
         printf("MT_MEDTRAIN not set: CLI error path not checked\n");
     }
 
-    rc = mt_test_finish();
-    if (rc == 0) {
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
-    }
-    return rc;
+    mt_test_cleanup(tmp);
+    return mt_test_finish();
 }

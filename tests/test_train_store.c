@@ -310,18 +310,12 @@ static void test_bad_input(void) {
 }
 
 int main(void) {
-    snprintf(g_tmp, sizeof g_tmp, "%s/mt_test_train_store_XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    if (!mkdtemp(g_tmp)) return 1;
+    if (mt_test_mkdtemp(g_tmp, sizeof g_tmp, "train_store") != 0) return 1;
     write_dataset();
     test_learns_from_store();
     test_early_stopping();
     test_time_limit();
     test_bad_input();
-    int rc = mt_test_finish();
-    if (rc == 0) {
-        char cmd[400];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
-        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_tmp);
-    }
-    return rc;
+    mt_test_cleanup(g_tmp);
+    return mt_test_finish();
 }
