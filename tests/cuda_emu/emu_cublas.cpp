@@ -20,6 +20,7 @@
  * workspace set by cublasSetWorkspace that is no longer allocated. Failures
  * print one line on stderr (mt_emu_report; MT_EMU_QUIET silences it). */
 #include "cublas_v2.h"
+#include "emu_numeric.h"
 
 #include <algorithm>
 #include <cmath>
@@ -90,40 +91,10 @@ const char *type_name(cudaDataType t) {
     }
 }
 
-float bf16_to_float(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-uint16_t float_to_bf16(float f) { /* round to nearest even, NaN kept */
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-float tf32_round(float f) { /* 10 mantissa bits, nearest even */
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7f800000u) == 0x7f800000u) return f;
-    u += 0xfffu + ((u >> 13) & 1u);
-    u &= 0xffffe000u;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-double fp16_round(double v) { /* IEEE half value, nearest even */
-    if (!std::isfinite(v) || v == 0.0) return v;
-    double a = std::fabs(v);
-    if (a >= 65520.0) return std::copysign(INFINITY, v);
-    int e;
-    std::frexp(a, &e);
-    double q = std::ldexp(1.0, std::max(e - 1 - 10, -24));
-    return std::copysign(std::nearbyint(a / q) * q, v);
-}
+using mt_emu::bf16_to_float;
+using mt_emu::float_to_bf16;
+using mt_emu::fp16_round;
+using mt_emu::tf32_round;
 
 enum class Rnd { none, tf32, bf16, fp16 };
 

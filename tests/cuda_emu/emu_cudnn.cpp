@@ -25,6 +25,7 @@
  * Failures print one line on stderr (mt_emu_report; silenced by MT_EMU_QUIET set to a
  * value other than 0) naming the function, the argument and the status. */
 #include "cudnn.h"
+#include "emu_numeric.h"
 
 #include <algorithm>
 #include <cmath>
@@ -117,43 +118,10 @@ size_t elem_size(cudnnDataType_t dt) {
     }
 }
 
-float bf16_to_float(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-/* Round to nearest even; NaN stays (quiet) NaN. */
-uint16_t float_to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-/* TF32: 10 explicit mantissa bits, round to nearest even; Inf/NaN kept. */
-float tf32_round(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7f800000u) == 0x7f800000u) return f;
-    u += 0xfffu + ((u >> 13) & 1u);
-    u &= 0xffffe000u;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-/* IEEE fp16 value (round to nearest even, subnormals, overflow to Inf). */
-double fp16_round(double v) {
-    if (!std::isfinite(v) || v == 0.0) return v;
-    double a = std::fabs(v);
-    if (a >= 65520.0) return std::copysign(INFINITY, v);
-    int e;
-    std::frexp(a, &e); /* a in [2^(e-1), 2^e) */
-    double q = std::ldexp(1.0, std::max(e - 1 - 10, -24));
-    return std::copysign(std::nearbyint(a / q) * q, v);
-}
+using mt_emu::bf16_to_float;
+using mt_emu::float_to_bf16;
+using mt_emu::fp16_round;
+using mt_emu::tf32_round;
 
 enum class Rnd { none, tf32, fp16 };
 
